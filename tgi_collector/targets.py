@@ -111,7 +111,8 @@ def validate_instance_id(instance_id: str, *, field: str = "target.instance_id")
         raise InvalidRequestError(field, f"must be at most {MAX_INSTANCE_ID_LENGTH} characters")
     if instance_id and not _INSTANCE_ID.fullmatch(instance_id):
         raise InvalidRequestError(
-            field, "may hold only letters, digits and . _ : / @ - and must start with one of the first two"
+            field,
+            "may hold only letters, digits and . _ : / @ -, starting with a letter or digit",
         )
     return instance_id
 

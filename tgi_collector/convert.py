@@ -1,0 +1,259 @@
+"""Conversion between the domain dataclasses and the ``tgi_collector.v1`` protobuf messages.
+
+Protobuf stays at the edges: besides the server, this is the only module that touches the
+generated code. Requests are read and validated into :class:`~tgi_collector.targets.Target`
+and :class:`~tgi_collector.targets.ScrapeOptions`; snapshots are written out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from google.protobuf import duration_pb2, json_format
+
+from tgi_collector.errors import InvalidRequestError, ScrapeErrorKind
+from tgi_collector.metrics import Labels, MetricFamily, MetricType, SummarySeries
+from tgi_collector.snapshot import Snapshot
+from tgi_collector.targets import (
+    ScrapeOptions,
+    Target,
+    validate_instance_id,
+    validate_options,
+    validate_url,
+)
+from tgi_collector.tgi import (
+    BatchMetrics,
+    GenerationMetrics,
+    HistogramSummary,
+    ModelInfo,
+    RequestMetrics,
+)
+from tgi_collector.v1 import collector_pb2, snapshot_pb2
+
+__all__ = [
+    "collect_request_from_proto",
+    "duration_seconds",
+    "families_to_proto",
+    "histogram_summaries_to_proto",
+    "options_from_proto",
+    "snapshot_to_json",
+    "snapshot_to_proto",
+    "target_from_proto",
+]
+
+_ERROR_KINDS: Mapping[ScrapeErrorKind, snapshot_pb2.ErrorKind] = {
+    ScrapeErrorKind.CONNECT: snapshot_pb2.ERROR_KIND_CONNECT,
+    ScrapeErrorKind.TIMEOUT: snapshot_pb2.ERROR_KIND_TIMEOUT,
+    ScrapeErrorKind.HTTP_STATUS: snapshot_pb2.ERROR_KIND_HTTP_STATUS,
+    ScrapeErrorKind.BODY_TOO_LARGE: snapshot_pb2.ERROR_KIND_BODY_TOO_LARGE,
+    ScrapeErrorKind.TOO_MANY_SAMPLES: snapshot_pb2.ERROR_KIND_TOO_MANY_SAMPLES,
+    ScrapeErrorKind.PARSE: snapshot_pb2.ERROR_KIND_PARSE,
+    ScrapeErrorKind.PROTOCOL: snapshot_pb2.ERROR_KIND_PROTOCOL,
+}
+
+_METRIC_TYPES: Mapping[MetricType, snapshot_pb2.MetricType] = {
+    MetricType.COUNTER: snapshot_pb2.METRIC_TYPE_COUNTER,
+    MetricType.GAUGE: snapshot_pb2.METRIC_TYPE_GAUGE,
+    MetricType.HISTOGRAM: snapshot_pb2.METRIC_TYPE_HISTOGRAM,
+    MetricType.SUMMARY: snapshot_pb2.METRIC_TYPE_SUMMARY,
+    MetricType.UNTYPED: snapshot_pb2.METRIC_TYPE_UNTYPED,
+}
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def duration_seconds(duration: duration_pb2.Duration, *, field: str) -> float:
+    """Seconds of a ``google.protobuf.Duration``; negative or malformed is INVALID_ARGUMENT."""
+    if duration.seconds < 0 or duration.nanos < 0 or duration.nanos >= 1_000_000_000:
+        raise InvalidRequestError(field, "must be a non-negative duration")
+    return duration.seconds + duration.nanos / 1e9
+
+
+def target_from_proto(target: collector_pb2.Target, *, field: str = "target") -> Target:
+    """Validate a ``Target`` message."""
+    url = validate_url(target.endpoint, field=f"{field}.endpoint")
+    instance_id = validate_instance_id(target.instance_id, field=f"{field}.instance_id")
+    return Target(instance_id=instance_id, url=url)
+
+
+def options_from_proto(
+    options: collector_pb2.ScrapeOptions, *, field: str = "options"
+) -> ScrapeOptions:
+    """Validate a ``ScrapeOptions`` message; zero values become the defaults."""
+    return validate_options(
+        timeout_seconds=duration_seconds(options.timeout, field=f"{field}.timeout"),
+        max_body_bytes=options.max_body_bytes,
+        max_samples=options.max_samples,
+        fetch_info=not options.skip_info,
+        include_raw_metrics=not options.omit_raw_metrics,
+        field=field,
+    )
+
+
+def collect_request_from_proto(
+    request: collector_pb2.CollectRequest,
+) -> tuple[Target, ScrapeOptions]:
+    """Validate a ``CollectRequest``."""
+    if not request.HasField("target"):
+        raise InvalidRequestError("target", "is required")
+    return target_from_proto(request.target), options_from_proto(request.options)
+
+
+# -- snapshots --------------------------------------------------------------------------------
+
+
+def _fill_labels(into: Mapping[str, str], labels: Labels) -> None:
+    # Protobuf map fields behave like dicts; a label repeated on the wire keeps its last value.
+    into.update(labels)  # type: ignore[attr-defined]
+
+
+def _request_metrics(metrics: RequestMetrics) -> snapshot_pb2.RequestMetrics:
+    message = snapshot_pb2.RequestMetrics(
+        success_total=metrics.success_total,
+        failure_total=metrics.failure_total,
+        failures_by_err=dict(metrics.failures_by_err),
+        request_count=metrics.request_count,
+        queue_size=metrics.queue_size,
+    )
+    _set_optional(message, "mean_time_per_token_seconds", metrics.mean_time_per_token_seconds)
+    _set_optional(message, "validation_duration_seconds", metrics.validation_duration_seconds)
+    _set_optional(message, "queue_duration_seconds", metrics.queue_duration_seconds)
+    _set_optional(message, "inference_duration_seconds", metrics.inference_duration_seconds)
+    _set_optional(message, "request_duration_seconds", metrics.request_duration_seconds)
+    return message
+
+
+def _summary_value(series: SummarySeries) -> snapshot_pb2.SummaryValue:
+    return snapshot_pb2.SummaryValue(
+        quantiles=[
+            snapshot_pb2.QuantileValue(quantile=q.quantile, value=q.value) for q in series.quantiles
+        ],
+        count=series.count or 0.0,
+        sum=series.sum or 0.0,
+    )
+
+
+def _generation_metrics(metrics: GenerationMetrics) -> snapshot_pb2.GenerationMetrics:
+    message = snapshot_pb2.GenerationMetrics(
+        generated_tokens_total=metrics.generated_tokens_total,
+        input_tokens_total=metrics.input_tokens_total,
+        batch_current_size=metrics.batch_current_size,
+        batch_current_max_tokens=metrics.batch_current_max_tokens,
+    )
+    _set_optional(message, "input_length", metrics.input_length)
+    _set_optional(message, "generated_tokens", metrics.generated_tokens)
+    _set_optional(message, "max_new_tokens", metrics.max_new_tokens)
+    if metrics.skipped_tokens is not None:
+        message.skipped_tokens.CopyFrom(_summary_value(metrics.skipped_tokens))
+    return message
+
+
+def _batch_metrics(metrics: BatchMetrics) -> snapshot_pb2.BatchMetrics:
+    return snapshot_pb2.BatchMetrics(
+        inference_count_by_method=dict(metrics.inference_count_by_method),
+        inference_success_by_method=dict(metrics.inference_success_by_method),
+        inference_failure_by_method=dict(metrics.inference_failure_by_method),
+        concat_by_reason=dict(metrics.concat_by_reason),
+    )
+
+
+def histogram_summaries_to_proto(
+    summaries: Iterable[HistogramSummary],
+) -> list[snapshot_pb2.HistogramSummary]:
+    """``HistogramSummary`` messages; Watch reuses this for window quantiles."""
+    messages = []
+    for summary in summaries:
+        message = snapshot_pb2.HistogramSummary(
+            family=summary.family, count=summary.count, sum=summary.sum
+        )
+        _fill_labels(message.labels, summary.labels)
+        _set_optional(message, "mean", summary.mean)
+        _set_optional(message, "p50", summary.p50)
+        _set_optional(message, "p90", summary.p90)
+        _set_optional(message, "p95", summary.p95)
+        _set_optional(message, "p99", summary.p99)
+        messages.append(message)
+    return messages
+
+
+def _family(family: MetricFamily) -> snapshot_pb2.MetricFamily:
+    message = snapshot_pb2.MetricFamily(
+        name=family.name, type=_METRIC_TYPES[family.type], help=family.help or ""
+    )
+    if family.type is MetricType.HISTOGRAM:
+        for series in family.histograms:
+            out = message.histograms.add(count=series.count or 0.0, sum=series.sum or 0.0)
+            _fill_labels(out.labels, series.labels)
+            out.buckets.extend(
+                snapshot_pb2.Bucket(upper_bound=b.upper_bound, cumulative_count=b.cumulative_count)
+                for b in series.buckets
+            )
+    elif family.type is MetricType.SUMMARY:
+        for summary in family.summaries:
+            out_summary = message.summaries.add(value=_summary_value(summary))
+            _fill_labels(out_summary.labels, summary.labels)
+    else:
+        for sample in family.samples:
+            out_sample = message.samples.add(name=sample.name, value=sample.value)
+            _fill_labels(out_sample.labels, sample.labels)
+            if sample.timestamp_ms is not None:
+                out_sample.timestamp_ms = sample.timestamp_ms
+    return message
+
+
+def families_to_proto(families: Iterable[MetricFamily]) -> list[snapshot_pb2.MetricFamily]:
+    """``MetricFamily`` messages of parsed families (``raw_metrics``, ``parse --json``)."""
+    return [_family(family) for family in families]
+
+
+def _model_info(info: ModelInfo) -> snapshot_pb2.ModelInfo:
+    return snapshot_pb2.ModelInfo(
+        model_id=info.model_id,
+        model_sha=info.model_sha,
+        model_dtype=info.model_dtype,
+        version=info.version,
+        max_input_tokens=max(0, info.max_input_tokens),
+        max_total_tokens=max(0, info.max_total_tokens),
+        max_concurrent_requests=max(0, info.max_concurrent_requests),
+    )
+
+
+def _set_optional(message: object, name: str, value: float | None) -> None:
+    # Proto3 `optional` fields: leaving them unset is how "unknown" travels (absent in JSON).
+    if value is not None:
+        setattr(message, name, value)
+
+
+def snapshot_to_proto(snapshot: Snapshot) -> snapshot_pb2.Snapshot:
+    """The ``Snapshot`` message of a domain snapshot."""
+    message = snapshot_pb2.Snapshot(
+        instance_id=snapshot.instance_id,
+        endpoint=snapshot.endpoint,
+        health=snapshot_pb2.HEALTH_UP if snapshot.up else snapshot_pb2.HEALTH_DOWN,
+    )
+    message.timestamp.FromDatetime(snapshot.timestamp)
+    message.stats.duration.FromNanoseconds(round(snapshot.stats.duration_seconds * 1e9))
+    message.stats.body_bytes = snapshot.stats.body_bytes
+    message.stats.samples = snapshot.stats.samples
+    if snapshot.error is not None:
+        message.error.kind = _ERROR_KINDS[snapshot.error.kind]
+        message.error.message = snapshot.error.message
+        message.error.http_status = snapshot.error.http_status or 0
+    if snapshot.view is not None:
+        message.request_metrics.CopyFrom(_request_metrics(snapshot.view.request))
+        message.generation_metrics.CopyFrom(_generation_metrics(snapshot.view.generation))
+        message.batch_metrics.CopyFrom(_batch_metrics(snapshot.view.batch))
+        message.histograms.extend(histogram_summaries_to_proto(snapshot.view.histograms))
+    if snapshot.exposition is not None:
+        message.raw_metrics.extend(families_to_proto(snapshot.exposition))
+    if snapshot.model is not None:
+        message.model_info.CopyFrom(_model_info(snapshot.model))
+    return message
+
+
+def snapshot_to_json(message: snapshot_pb2.Snapshot, *, indent: int | None = 2) -> str:
+    """The protobuf JSON mapping of a snapshot, with proto field names (as grpcurl shows them)."""
+    return json_format.MessageToJson(
+        message, preserving_proto_field_name=True, indent=indent, sort_keys=False
+    )
