@@ -79,8 +79,8 @@ async def test_collect_real_scrape(address: str, fixture_server: FixtureServer) 
     assert code == 0, err
     snapshot = json.loads(out)["snapshot"]
     assert snapshot["health"] == "HEALTH_UP"
-    requests = snapshot["requestMetrics"]
-    assert (requests["successTotal"], requests["failureTotal"], requests["requestCount"]) == (
+    requests = snapshot["request_metrics"]
+    assert (requests["success_total"], requests["failure_total"], requests["request_count"]) == (
         109,
         2,
         111,

@@ -51,6 +51,8 @@ async def run_demo(*, listen: str, interval: float = 2.0, count: int | None = No
                 done = 0
                 while count is None or done < count:
                     await asyncio.sleep(interval)
+                    # The simulator's workload moves only when told to: keep it on wall time.
+                    simulator.advance(interval)
                     snapshot = await client.collect(
                         f"{simulator.url}/metrics", instance_id="simulated-tgi"
                     )

@@ -1,19 +1,46 @@
 """The TGI view: Prometheus families of a TGI server turned into typed, meaningful values.
 
-SKELETON: the dataclasses below are the contract (convert.py and the server rely on them);
-the functions are to be implemented.
+The metric names, types and labels come from Hugging Face TGI's router (see
+``TGI_METRICS.md``); the field names and meanings come from the project's plan (DESIGN.md).
+Three kinds of input must give a sensible view, never an exception:
+
+- real TGI output: counters without ``_total``, ``*_duration`` histograms in seconds, labelled
+  series that appear only once hit, an empty body before the first request, family order
+  changing between scrapes;
+- the same under metrics-exporter-prometheus 0.18 "recommended naming" (counters with
+  ``_total``) and the plan's sample (plain values named like the histograms, some with
+  ``_total``/``_seconds`` suffixes);
+- ``tgi_*`` look-alikes served by prometheus_client (``0.0`` floats, ``_created`` series,
+  extra labels).
+
+Absent means zero (counters, gauges) or unknown (means: ``None``). Labelled series where one
+value is expected are added up, because an extra label (a model, a shard) partitions the
+same count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from tgi_collector.metrics import Bucket, Exposition, Labels, SummarySeries
+from tgi_collector._quantile import BucketLike, bucket_quantile, bucket_quantiles
+from tgi_collector.metrics import (
+    Exposition,
+    HistogramSeries,
+    Labels,
+    MetricType,
+    Sample,
+    SummarySeries,
+    group_histograms,
+    group_summaries,
+)
 
 __all__ = [
     "BatchMetrics",
+    "BucketLike",
     "GenerationMetrics",
     "HistogramSummary",
     "ModelInfo",
@@ -22,15 +49,54 @@ __all__ = [
     "build_view",
     "histogram_quantile",
     "model_info_from_json",
+    "summarize_histogram",
 ]
+
+
+class _FrozenMapping(Mapping[str, float]):
+    """A read-only ``str -> float`` mapping, so that the frozen views are really immutable.
+
+    Unlike ``types.MappingProxyType`` it is hashable (so frozen dataclasses holding it are
+    too), picklable and deep-copyable, and it compares equal to a dict with the same items.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, items: Mapping[str, float] | Iterable[tuple[str, float]] = ()) -> None:
+        self._data: dict[str, float] = dict(items)
+
+    def __getitem__(self, key: str) -> float:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._data.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._data == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __reduce__(self) -> tuple[type[_FrozenMapping], tuple[dict[str, float]]]:
+        return (_FrozenMapping, (self._data,))
 
 
 @dataclass(frozen=True, slots=True)
 class HistogramSummary:
     """count/sum/mean and PromQL-style quantiles of one histogram series.
 
-    ``mean`` and the quantiles are None when the series has no observations (count 0) or when
-    they cannot be computed (no buckets).
+    ``count`` is the series' ``_count`` (its ``+Inf`` bucket when ``_count`` is missing) and
+    ``sum`` its ``_sum`` (0 when missing). ``mean`` is None when there are no observations or
+    no ``_sum``; the quantiles are None when :func:`histogram_quantile` has no answer (no
+    observations, no ``+Inf`` bucket, fewer than two buckets).
     """
 
     family: str
@@ -46,11 +112,16 @@ class HistogramSummary:
 
 @dataclass(frozen=True, slots=True)
 class RequestMetrics:
-    """Request counters and mean latencies, with the plan's field names (DESIGN.md)."""
+    """Request counters and mean latencies, with the plan's field names (DESIGN.md).
+
+    ``failures_by_err`` maps each ``err`` label value to its count; a failure sample without
+    an ``err`` label (the plan's sample) is filed under ``""``, Prometheus' reading of an
+    absent label, so that the breakdown always adds up to ``failure_total``.
+    """
 
     success_total: float = 0.0
     failure_total: float = 0.0
-    failures_by_err: Mapping[str, float] = ...  # type: ignore[assignment]
+    failures_by_err: Mapping[str, float] = field(default_factory=_FrozenMapping)
     request_count: float = 0.0
     queue_size: float = 0.0
     mean_time_per_token_seconds: float | None = None
@@ -76,12 +147,15 @@ class GenerationMetrics:
 
 @dataclass(frozen=True, slots=True)
 class BatchMetrics:
-    """Batch-level counters: inference calls by ``method``, concatenations by ``reason``."""
+    """Batch-level counters: inference calls by ``method``, concatenations by ``reason``.
 
-    inference_count_by_method: Mapping[str, float]
-    inference_success_by_method: Mapping[str, float]
-    inference_failure_by_method: Mapping[str, float]
-    concat_by_reason: Mapping[str, float]
+    A sample without the label is filed under ``""`` (as for ``failures_by_err``).
+    """
+
+    inference_count_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
+    inference_success_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
+    inference_failure_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
+    concat_by_reason: Mapping[str, float] = field(default_factory=_FrozenMapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +181,326 @@ class TgiView:
     histograms: tuple[HistogramSummary, ...]
 
 
-def histogram_quantile(q: float, buckets: Sequence[Bucket]) -> float | None:
-    """PromQL ``histogram_quantile`` over cumulative buckets."""
-    raise NotImplementedError
+# -- quantiles ---------------------------------------------------------------------------------
+
+
+def histogram_quantile(q: float, buckets: Iterable[BucketLike]) -> float | None:
+    """PromQL ``histogram_quantile`` over cumulative buckets; None where PromQL gives NaN.
+
+    ``buckets`` are :class:`~tgi_collector.metrics.Bucket` objects or ``(upper_bound,
+    cumulative_count)`` pairs in any order; they need not come from one scrape (Watch passes
+    per-bucket deltas of a window, which PromQL's monotonicity fix makes usable). See
+    :func:`tgi_collector._quantile.bucket_quantile` for the exact rules.
+    """
+    return bucket_quantile(q, buckets)
+
+
+def _series_count(series: HistogramSeries) -> float | None:
+    # `_count` normally; a series that lost it still knows its total from the +Inf bucket.
+    if series.count is not None:
+        return series.count
+    if series.buckets and series.buckets[-1].upper_bound == math.inf:
+        return series.buckets[-1].cumulative_count
+    return None
+
+
+def _mean(total: float | None, count: float | None) -> float | None:
+    # `count > 0` is False for NaN too, so the division never fails.
+    if total is None or count is None or not count > 0:
+        return None
+    return total / count
+
+
+_SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+def summarize_histogram(family: str, series: HistogramSeries) -> HistogramSummary:
+    """count, sum, mean and p50/p90/p95/p99 of one histogram series.
+
+    Works on lifetime counts (one scrape) and equally on a window's deltas: build a
+    :class:`~tgi_collector.metrics.HistogramSeries` of per-bucket, ``_count`` and ``_sum``
+    differences and pass it here.
+    """
+    count = _series_count(series)
+    p50, p90, p95, p99 = bucket_quantiles(_SUMMARY_QUANTILES, series.buckets)
+    return HistogramSummary(
+        family=family,
+        labels=series.labels,
+        count=count if count is not None else 0.0,
+        sum=series.sum if series.sum is not None else 0.0,
+        mean=_mean(series.sum, count),
+        p50=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+    )
+
+
+# -- the exposition, indexed by meaning -----------------------------------------------------
+
+
+def _is_junk(series: HistogramSeries) -> bool:
+    # A stray non-histogram sample inside a histogram family becomes a "series" with nothing
+    # in it; it describes no observations, so it gets no summary.
+    return not series.buckets and series.count is None and series.sum is None
+
+
+class _Index:
+    """One pass over an exposition: plain samples by name, histogram/summary series by family.
+
+    A "plain" sample is any sample that is not part of a histogram's or summary's structure
+    (``_bucket``/``_count``/``_sum``, summary quantiles, ``_created``): values of counter,
+    gauge and untyped families, and stray values inside histogram/summary families. Lookups
+    go by sample name, never by family name, because parsers and exporters disagree on how a
+    counter family is named (``x`` vs ``x_total``) while the sample name is what is on the
+    wire. Several families with one name (a split family) are all taken into account.
+    """
+
+    def __init__(self, exposition: Exposition) -> None:
+        self.plain: dict[str, list[Sample]] = {}
+        self.histograms: dict[str, list[HistogramSeries]] = {}
+        self.summaries: dict[str, list[SummarySeries]] = {}
+        self.histogram_order: list[tuple[str, HistogramSeries]] = []
+        for family in exposition.families:
+            name = family.name
+            structural: frozenset[str] = frozenset()
+            if family.type is MetricType.HISTOGRAM:
+                structural = frozenset(
+                    {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
+                )
+                # Fall back to grouping here when a family was built without its series.
+                histograms = family.histograms or group_histograms(name, family.samples)
+                kept = [series for series in histograms if not _is_junk(series)]
+                self.histograms.setdefault(name, []).extend(kept)
+                self.histogram_order.extend((name, series) for series in kept)
+            elif family.type is MetricType.SUMMARY:
+                structural = frozenset({name, f"{name}_count", f"{name}_sum", f"{name}_created"})
+                summaries = family.summaries or group_summaries(name, family.samples)
+                self.summaries.setdefault(name, []).extend(summaries)
+            for sample in family.samples:
+                if sample.name not in structural:
+                    self.plain.setdefault(sample.name, []).append(sample)
+
+    def samples(self, names: Sequence[str]) -> list[Sample] | None:
+        """The plain samples of the first of ``names`` that has any (aliases never add up)."""
+        for name in names:
+            found = self.plain.get(name)
+            if found:
+                return found
+        return None
+
+    def total(self, names: Sequence[str]) -> float | None:
+        """Sum over every label set of the first name present; None when none is."""
+        found = self.samples(names)
+        if found is None:
+            return None
+        return sum((sample.value for sample in found), 0.0)
+
+    def by_label(self, names: Sequence[str], label: str) -> _FrozenMapping:
+        """Sums per value of ``label`` (``""`` when absent) of the first name present."""
+        sums: dict[str, float] = {}
+        for sample in self.samples(names) or ():
+            # dict(): a label repeated on the wire keeps its last value, as in convert.
+            key = dict(sample.labels).get(label, "")
+            sums[key] = sums.get(key, 0.0) + sample.value
+        return _FrozenMapping(sums)
+
+    def count_sum(self, name: str) -> tuple[float | None, float | None] | None:
+        """``(count, sum)`` of the observations recorded under ``name``, over all label sets.
+
+        From a histogram family, else a summary family (a look-alike may use one), else plain
+        ``name_count``/``name_sum`` samples (the same series without ``# TYPE``). None when
+        ``name`` has no series at all.
+        """
+        series: list[HistogramSeries] | list[SummarySeries] | None = self.histograms.get(
+            name
+        ) or self.summaries.get(name)
+        if series:
+            counts = [
+                _series_count(s) if isinstance(s, HistogramSeries) else s.count for s in series
+            ]
+            return _add(counts), _add(s.sum for s in series)
+        count, total = self.total([f"{name}_count"]), self.total([f"{name}_sum"])
+        if count is None and total is None:
+            return None
+        return count, total
+
+
+def _add(values: Iterable[float | None]) -> float | None:
+    """Sum of the values that are known; None when none is."""
+    known = [value for value in values if value is not None]
+    return sum(known, 0.0) if known else None
+
+
+def _with_suffixes(base: str, *suffixes: str) -> tuple[str, ...]:
+    return (base, *(base + suffix for suffix in suffixes))
+
+
+def _mean_of(index: _Index, names: Sequence[str]) -> float | None:
+    """Mean per observation of the first of ``names`` recorded as a histogram, else its value.
+
+    The histogram (or its ``_count``/``_sum``) is TGI's real schema and wins; it decides even
+    with no observations (None: unknown). Otherwise a plain sample of one of the names (the
+    plan's sample: ``tgi_request_input_length 128``) is already the mean and is taken as is;
+    several label sets of it are averaged, since means of partitions cannot be added.
+    """
+    for name in names:
+        stats = index.count_sum(name)
+        if stats is not None:
+            count, total = stats
+            return _mean(total, count)
+    found = index.samples(names)
+    if found is None:
+        return None
+    return sum((sample.value for sample in found), 0.0) / len(found)
+
+
+def _sum_of(index: _Index, histogram: str, plain_names: Sequence[str]) -> float:
+    """Lifetime sum of a histogram's observations (``histogram_sum``), else a plain total."""
+    stats = index.count_sum(histogram)
+    if stats is not None and stats[1] is not None:
+        return stats[1]
+    total = index.total(plain_names)
+    return total if total is not None else 0.0
+
+
+def _skipped_tokens(index: _Index) -> SummarySeries | None:
+    # TGI exposes one unlabelled series; a look-alike with labels gets its first series, since
+    # precomputed quantiles of different series cannot be merged.
+    series = index.summaries.get(_SKIPPED_TOKENS)
+    if not series:
+        return None
+    for candidate in series:
+        if not candidate.labels:
+            return candidate
+    return series[0]
+
+
+# Name aliases, preferred spelling first. Counters: TGI's names, then the `_total` spelling of
+# metrics-exporter-prometheus 0.18. Durations: TGI's names, then the `_seconds` unit suffix
+# of the plan's sample and of unit-suffixing exporters.
+_SUCCESS = _with_suffixes("tgi_request_success", "_total")
+_FAILURE = _with_suffixes("tgi_request_failure", "_total")
+_REQUEST_COUNT = _with_suffixes("tgi_request_count", "_total")
+_QUEUE_SIZE = ("tgi_queue_size",)
+_BATCH_CURRENT_SIZE = ("tgi_batch_current_size",)
+_BATCH_CURRENT_MAX_TOKENS = ("tgi_batch_current_max_tokens",)
+_MEAN_TIME_PER_TOKEN = _with_suffixes("tgi_request_mean_time_per_token_duration", "_seconds")
+_VALIDATION_DURATION = _with_suffixes("tgi_request_validation_duration", "_seconds")
+_QUEUE_DURATION = _with_suffixes("tgi_request_queue_duration", "_seconds")
+_INFERENCE_DURATION = _with_suffixes("tgi_request_inference_duration", "_seconds")
+_REQUEST_DURATION = _with_suffixes("tgi_request_duration", "_seconds")
+_INPUT_LENGTH = "tgi_request_input_length"
+_GENERATED_TOKENS = "tgi_request_generated_tokens"
+_MAX_NEW_TOKENS = "tgi_request_max_new_tokens"
+_SKIPPED_TOKENS = "tgi_request_skipped_tokens"
+_BATCH_INFERENCE_COUNT = _with_suffixes("tgi_batch_inference_count", "_total")
+_BATCH_INFERENCE_SUCCESS = _with_suffixes("tgi_batch_inference_success", "_total")
+_BATCH_INFERENCE_FAILURE = _with_suffixes("tgi_batch_inference_failure", "_total")
+_BATCH_CONCAT = _with_suffixes("tgi_batch_concat", "_total")
+
+
+def _zero_if_none(value: float | None) -> float:
+    return value if value is not None else 0.0
 
 
 def build_view(exposition: Exposition) -> TgiView:
-    """Turn a parsed exposition into the TGI view."""
-    raise NotImplementedError
+    """Turn a parsed exposition into the TGI view (meanings in DESIGN.md and the field docs).
+
+    Never raises: any exposition, including an empty one or one with no ``tgi_*`` family at
+    all (vLLM, SGLang), gives a view of zeros and Nones. The result does not depend on family
+    order. Histogram summaries cover every histogram series in exposition order, TGI's or not.
+    """
+    index = _Index(exposition)
+    failures_by_err = index.by_label(_FAILURE, "err")
+    request = RequestMetrics(
+        success_total=_zero_if_none(index.total(_SUCCESS)),
+        failure_total=sum(failures_by_err.values(), 0.0),
+        failures_by_err=failures_by_err,
+        request_count=_zero_if_none(index.total(_REQUEST_COUNT)),
+        queue_size=_zero_if_none(index.total(_QUEUE_SIZE)),
+        mean_time_per_token_seconds=_mean_of(index, _MEAN_TIME_PER_TOKEN),
+        validation_duration_seconds=_mean_of(index, _VALIDATION_DURATION),
+        queue_duration_seconds=_mean_of(index, _QUEUE_DURATION),
+        inference_duration_seconds=_mean_of(index, _INFERENCE_DURATION),
+        request_duration_seconds=_mean_of(index, _REQUEST_DURATION),
+    )
+    generation = GenerationMetrics(
+        input_length=_mean_of(index, (_INPUT_LENGTH,)),
+        generated_tokens=_mean_of(index, (_GENERATED_TOKENS,)),
+        max_new_tokens=_mean_of(index, (_MAX_NEW_TOKENS,)),
+        # The plan's sample spells the generated total `tgi_request_generated_tokens_total`;
+        # the input total gets the same spelling by analogy.
+        generated_tokens_total=_sum_of(
+            index, _GENERATED_TOKENS, _with_suffixes(_GENERATED_TOKENS, "_total")[1:]
+        ),
+        input_tokens_total=_sum_of(
+            index, _INPUT_LENGTH, _with_suffixes(_INPUT_LENGTH, "_total")[1:]
+        ),
+        batch_current_size=_zero_if_none(index.total(_BATCH_CURRENT_SIZE)),
+        batch_current_max_tokens=_zero_if_none(index.total(_BATCH_CURRENT_MAX_TOKENS)),
+        skipped_tokens=_skipped_tokens(index),
+    )
+    batch = BatchMetrics(
+        inference_count_by_method=index.by_label(_BATCH_INFERENCE_COUNT, "method"),
+        inference_success_by_method=index.by_label(_BATCH_INFERENCE_SUCCESS, "method"),
+        inference_failure_by_method=index.by_label(_BATCH_INFERENCE_FAILURE, "method"),
+        concat_by_reason=index.by_label(_BATCH_CONCAT, "reason"),
+    )
+    histograms = tuple(
+        summarize_histogram(family, series) for family, series in index.histogram_order
+    )
+    return TgiView(request=request, generation=generation, batch=batch, histograms=histograms)
+
+
+# -- GET /info ---------------------------------------------------------------------------------
+
+# ModelInfo's integers travel as uint32; larger or negative limits are not real settings.
+_UINT32_MAX = 2**32 - 1
+_DIGITS = re.compile(r"[0-9]{1,10}")
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _limit(value: object) -> int | None:
+    """A non-negative integer setting read from JSON, or None when it is not one.
+
+    Accepts JSON integers, integral floats (``512.0``) and decimal strings (``"512"``);
+    refuses booleans (``True`` is an int in Python), fractions, negatives and overflow.
+    """
+    number: int | None = None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():  # False for inf and NaN
+        number = int(value)
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value.strip())
+    if number is None or not 0 <= number <= _UINT32_MAX:
+        return None
+    return number
 
 
 def model_info_from_json(document: Any) -> ModelInfo:
-    """Read a ``GET /info`` JSON document; unknown or missing fields are left empty."""
-    raise NotImplementedError
+    """Read a ``GET /info`` JSON document; unknown, missing or ill-typed fields are left empty.
+
+    ``max_input_tokens`` falls back to ``max_input_length``, its name before TGI 2.1. Never
+    raises: a document that is not a JSON object gives an empty :class:`ModelInfo`.
+    """
+    if not isinstance(document, Mapping):
+        return ModelInfo()
+    max_input = _limit(document.get("max_input_tokens"))
+    if max_input is None:
+        max_input = _limit(document.get("max_input_length"))
+    return ModelInfo(
+        model_id=_text(document.get("model_id")),
+        model_sha=_text(document.get("model_sha")),
+        model_dtype=_text(document.get("model_dtype")),
+        version=_text(document.get("version")),
+        max_input_tokens=max_input or 0,
+        max_total_tokens=_limit(document.get("max_total_tokens")) or 0,
+        max_concurrent_requests=_limit(document.get("max_concurrent_requests")) or 0,
+    )

@@ -1,0 +1,577 @@
+"""A fast parser for the Prometheus text exposition format 0.0.4.
+
+``parse(text)`` turns a ``/metrics`` body into :class:`~tgi_collector.metrics.Exposition`.
+:class:`Parser` does the same with a per-target cache, as Prometheus does: the series text of a
+line (everything before the value) maps to its parsed identity, so a series seen in an earlier
+scrape costs a dict lookup and a ``float()``, or nothing at all when its value is unchanged.
+
+Accepted input is what ``prometheus_client.parser.text_string_to_metric_families`` (0.26)
+accepts, yielding the same samples (name, labels, value; NaN and +/-Inf kept), with these
+normalisations and deliberate differences:
+
+* Sample names are kept exactly as on the wire. prometheus_client renames the samples of a
+  ``counter`` family ``x`` to ``x_total`` and strips ``_total`` from counter family names.
+* Families and samples. A ``# TYPE``/``# HELP`` line opens (or reopens) the family it names.
+  A sample joins the open family when its name is one of that family's names: ``F`` for
+  counter, gauge and untyped, ``F_bucket``/``F_count``/``F_sum`` for histogram, ``F``/
+  ``F_count``/``F_sum`` for summary. OpenMetrics ``F_total``/``F_created`` are not among them
+  (in 0.0.4 the TYPE line names the sample itself), as in prometheus_client and Prometheus.
+  Any other sample joins the family named exactly like the sample, created untyped if new, and
+  closes the open family. prometheus_client makes each such sample its own one-sample family;
+  here there is one family per name, so a name that comes back later (not allowed by the
+  spec) continues its first family, as in Prometheus. The last TYPE and HELP of a name win.
+* Types ``unknown``, ``info``, ``stateset``, ``gaugehistogram`` (accepted by
+  prometheus_client) become ``UNTYPED``; any other type is an error.
+* HELP/TYPE lines follow the spec: the first token after ``#`` must be HELP or TYPE, so
+  ``#HELP x y`` is a HELP line (prometheus_client: a comment) and ``#x HELP y z`` a comment
+  (prometheus_client: a HELP line). HELP unescapes ``\\\\`` and ``\\n`` only; a label value
+  unescapes ``\\\\``, ``\\n`` and ``\\"``; other backslashes are kept, as prometheus_client does.
+* Values are Python ``float()`` spellings without ``_`` (``1e3``, ``+Inf``, ``NaN``,
+  ``inf``); hex is rejected. Timestamps become integer milliseconds (a fractional one is
+  truncated, a non-finite one dropped). Tokens after the value: an OpenMetrics exemplar
+  (from a token starting with ``#``) is ignored; otherwise the last token is the timestamp,
+  as prometheus_client reads it.
+* Like prometheus_client, a label with an empty value term (``a{x=} 1``), leading or trailing
+  commas, blanks around ``{``/``=``/``,``, and any text before ``{`` as the name are accepted.
+  Unlike it, a line without whitespace (prometheus_client reads ``inf`` as ``in`` = +Inf) and
+  escapes in unquoted names are errors.
+
+Errors raise :class:`~tgi_collector.errors.ExpositionError` with the 1-based line number;
+more than ``max_samples`` samples raise :class:`~tgi_collector.errors.SampleLimitError`, after
+the whole text parsed (as Prometheus, which keeps parsing to count; a parse error wins).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from operator import attrgetter, itemgetter
+from typing import Any, Final, cast
+
+from tgi_collector.errors import ExpositionError, SampleLimitError
+from tgi_collector.metrics import (
+    Bucket,
+    Exposition,
+    HistogramSeries,
+    Labels,
+    MetricFamily,
+    MetricType,
+    Quantile,
+    Sample,
+    SummarySeries,
+)
+
+__all__ = ["Parser", "parse"]
+
+_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_PAIR: Final = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)="([^"\\]*)"')
+_PAIR: Final = r'[a-zA-Z_:][a-zA-Z0-9_:]*="[^"\\]*"'
+_SIMPLE_SERIES: Final = re.compile(
+    rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR}(?:,{_PAIR})*,?)?)\}})?"
+)
+# prometheus_client's check of unquoted names, after unescaping: "$" lets one "\n" end them.
+_PC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_RESERVED: Final = re.compile(r"__.*$")  # prometheus_client's reserved label names
+_ESCAPE: Final = re.compile(r'\\[\\n"]')
+_HELP_ESCAPE: Final = re.compile(r"\\[\\n]")
+_UNESCAPED: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+_WS: Final = " \t\n\r\x0b\x0c"  # string.whitespace: token separators of HELP/TYPE lines
+_TYPES: Final = {
+    **{t.value: t for t in MetricType},
+    **dict.fromkeys(("unknown", "info", "stateset", "gaugehistogram"), MetricType.UNTYPED),
+}
+_UNSEEN: Final = (False, "", None)  # a HELP/TYPE line not in the meta cache
+_LE: Final = "le"
+_QUANTILE: Final = "quantile"
+
+_GroupInfo = tuple[str, Labels, Labels, float | None]  # label, labels without it, key, bound
+_Entry = tuple[str, Labels, str, Sample, _GroupInfo | None, Bucket | Quantile | None]
+"""name, labels, value text, sample, group info, bucket/quantile: one parsed sample line."""
+_sample_of: Final = cast(Callable[[_Entry], Sample], itemgetter(3))
+_bound_of: Final = attrgetter("upper_bound")
+_quantile_of: Final = attrgetter("quantile")
+
+
+def _setter(cls: type, field: str) -> Callable[[object, object], None]:
+    return cast(Callable[[object, object], None], cls.__dict__[field].__set__)
+
+
+# A frozen dataclass __init__ costs about a microsecond per object, more than the rest of a
+# cached line; setting the slots through their descriptors builds the same object 2-3x faster.
+_new: Final = object.__new__
+_S_NAME, _S_LABELS, _S_VALUE, _S_TS = (
+    _setter(Sample, f) for f in ("name", "labels", "value", "timestamp_ms")
+)
+_B_BOUND, _B_COUNT = _setter(Bucket, "upper_bound"), _setter(Bucket, "cumulative_count")
+_Q_QUANTILE, _Q_VALUE = _setter(Quantile, "quantile"), _setter(Quantile, "value")
+
+
+class _Malformed(Exception):
+    """A malformed line; the parse loop adds the line number."""
+
+
+def _entry(
+    name: str,
+    labels: Labels,
+    vtext: str,
+    value: float,
+    group: _GroupInfo | None,
+    *,
+    ts: int | None = None,
+) -> _Entry:
+    sample = _new(Sample)
+    _S_NAME(sample, name)
+    _S_LABELS(sample, labels)
+    _S_VALUE(sample, value)
+    _S_TS(sample, ts)
+    item: Bucket | Quantile | None = None
+    if group is not None and group[3] is not None:
+        if group[0] == _LE:
+            item = _new(Bucket)
+            _B_BOUND(item, group[3])
+            _B_COUNT(item, value)
+        else:
+            item = _new(Quantile)
+            _Q_QUANTILE(item, group[3])
+            _Q_VALUE(item, value)
+    return (name, labels, vtext, sample, group, item)
+
+
+def _group_info(labels: Labels, label: str, keys: dict[Labels, Labels]) -> _GroupInfo:
+    """Split off ``le``/``quantile`` once per series, as metrics.group_histograms does.
+
+    ``keys`` interns the grouping keys, so that the buckets of one series share one key object.
+    """
+    raw: str | None
+    if labels and labels[-1][0] == label:  # TGI puts ``le`` last, prometheus_client first
+        rest, raw = labels[:-1], labels[-1][1]
+    elif labels and labels[0][0] == label:
+        rest, raw = labels[1:], labels[0][1]
+    else:
+        rest = tuple(pair for pair in labels if pair[0] != label)
+        raw = next((value for name, value in labels if name == label), None)
+    if rest:
+        key = rest if len(rest) < 2 else tuple(sorted(rest))
+        key = keys.setdefault(key, key)
+    else:
+        key = rest
+    try:
+        bound = None if raw is None else float(raw)
+    except ValueError:  # not a number: the bucket cannot be placed
+        bound = None
+    if bound is not None and math.isnan(bound):  # cannot be placed either
+        bound = None
+    return (label, rest, key, bound)
+
+
+def _guess_group(name: str, labels: Labels, keys: dict[Labels, Labels]) -> _GroupInfo | None:
+    """Group info for a series that looks like a bucket or a quantile, else None."""
+    for label, _ in labels:
+        if label == _LE and name.endswith("_bucket"):
+            return _group_info(labels, _LE, keys)
+        if label == _QUANTILE:
+            return _group_info(labels, _QUANTILE, keys)
+    return None
+
+
+def _number(token: str) -> float | None:
+    """A value as prometheus_client reads it: ``float()``, but no ``_`` digit separators."""
+    if "_" in token:
+        return None
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _plain(labels: Labels) -> bool:
+    """Whether fast-path labels need no careful look (no duplicate or reserved names)."""
+    names = {label for label, _ in labels}
+    return len(names) == len(labels) and not any(label[:2] == "__" for label in names)
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether ``text[index]`` follows an odd number of backslashes."""
+    start = index
+    while start > 0 and text[start - 1] == "\\":
+        start -= 1
+    return (index - start) % 2 == 1
+
+
+def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
+    """Index of the first of ``chars`` outside double quotes, or -1."""
+    in_quotes = False
+    for index in range(start, len(text)):
+        char = text[index]
+        if char == '"' and not _escaped(text, index):
+            in_quotes = not in_quotes
+        elif not in_quotes and char in chars:
+            return index
+    return -1
+
+
+def _closing_quote(text: str) -> int:
+    """Index of the unescaped quote closing ``text[0] == '"'``, or -1."""
+    index = text.find('"', 1)
+    while index > 0 and _escaped(text, index):
+        index = text.find('"', index + 1)
+    return index
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], text) if "\\" in text else text
+
+
+def _unquote_name(term: str) -> str:
+    """A metric or label name token as prometheus_client reads it: stripped, then unquoted
+    and unescaped; an unquoted one must be a valid name."""
+    term = term.strip()
+    if term[:1] == '"':
+        if len(term) < 2 or term[-1] != '"':
+            raise _Malformed(f"missing closing quote in name {term!r}")
+        return _unescape(term[1:-1])
+    term = _unescape(term)
+    if not _PC_NAME.match(term):
+        raise _Malformed(f"invalid name {term!r}")
+    return term
+
+
+def _parse_labels(body: str) -> dict[str, str]:
+    """The inside of ``{...}``, term by term as prometheus_client splits it."""
+    labels: dict[str, str] = {}
+    rest = body.strip()
+    while rest:
+        if rest[0] == ",":
+            rest = rest[1:]
+            if rest[:1] == ",":
+                raise _Malformed("two commas in a row in label set")
+        split = _find_unquoted(rest, "=,}")
+        if split >= 0 and rest[split] == "=":
+            name_term, rest = rest[:split], rest[split + 1 :]
+            split = _find_unquoted(rest, ",}")
+        else:
+            name_term = '"__name__"'  # a bare (quoted) term is the metric name
+        if split < 0:
+            split = len(rest)
+        term, rest = rest[:split].strip(), rest[split:].strip()
+        if not term:
+            continue
+        name = _unquote_name(name_term)
+        if term[0] != '"' or _closing_quote(term) != len(term) - 1:
+            raise _Malformed(f"label value of {name!r} is not one quoted string")
+        if name == "__name__" and len(term) == 2:
+            raise _Malformed("empty metric name")
+        if name != "__name__" and _RESERVED.match(name):
+            raise _Malformed(f"reserved label name {name!r}")
+        if name in labels:
+            raise _Malformed(f"duplicate label name {name!r}")
+        labels[name] = _unescape(term[1:-1])
+    return labels
+
+
+def _parse_series(text: str) -> tuple[str, Labels, str]:
+    """Split a stripped sample line into name, labels and the text after them."""
+    brace = _find_unquoted(text, "{")
+    if brace < 0 or " # " in text[:brace]:
+        match = _NAME.match(text)
+        end = match.end() if match else 0
+        if not end or (end < len(text) and not text[end].isspace()):
+            raise _Malformed("invalid metric name")
+        return text[:end], (), text[end:]
+    close = _find_unquoted(text, "}", brace)
+    if close < 0:
+        raise _Malformed("label set without closing brace")
+    labels = _parse_labels(text[brace + 1 : close])
+    name = text[:brace].strip()
+    if "__name__" in labels:
+        if name:
+            raise _Malformed("metric name given twice")
+        name = labels.pop("__name__")
+    elif not name:
+        raise _Malformed("missing metric name")
+    return name, tuple(labels.items()), text[close + 1 :]
+
+
+def _timestamp(token: str) -> int | None:
+    if "_" not in token:
+        try:
+            return int(token)
+        except ValueError:
+            pass
+    value = _number(token)
+    if value is None:
+        raise _Malformed(f"invalid timestamp {token!r}")
+    return int(value) if math.isfinite(value) else None
+
+
+def _value_and_timestamp(rest: str) -> tuple[float, int | None, int]:
+    """Value, timestamp and token count of the text after the series."""
+    tokens = rest.split()
+    if not tokens:
+        raise _Malformed("missing value")
+    value = _number(tokens[0])
+    if value is None:
+        raise _Malformed(f"invalid value {tokens[0]!r}")
+    count = len(tokens)
+    for index in range(2, count - 1):
+        if tokens[index] == "#" and tokens[index + 1][0] == "{":  # an OpenMetrics exemplar
+            try:
+                return value, _timestamp(tokens[index - 1]), count
+            except _Malformed:  # prometheus_client reads the last token; be as lenient
+                return value, None, count
+    return value, _timestamp(tokens[-1]) if count > 1 else None, count
+
+
+def _parse_meta(text: str) -> tuple[bool, str, Any] | None:
+    """``(is_type, name, type or help)`` of a HELP/TYPE line, None for other comments."""
+    if text[1:2] not in _WS or len(text) < 2:  # "#HELP" is a comment for prometheus_client
+        return None
+    body = text[1:].lstrip(_WS)
+    keyword = body[:4]
+    if keyword not in ("HELP", "TYPE") or body[4:5] not in _WS:
+        return None
+    body = body[4:].lstrip(_WS)
+    if not body:
+        if keyword == "TYPE":
+            raise _Malformed("TYPE line without a metric name")
+        return None
+    end = _find_unquoted(body, _WS)
+    end = len(body) if end < 0 else end
+    name, rest = _unquote_name(body[:end]), body[end:]
+    if not name:  # prometheus_client ignores a quoted empty name, type and all
+        return None
+    rest = rest.lstrip(_WS)
+    if keyword == "HELP":
+        return False, name, _HELP_ESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], rest)
+    kind = _TYPES.get(rest)
+    if kind is None:
+        raise _Malformed(f"unknown metric type {rest!r}")
+    return True, name, kind
+
+
+class _Family:
+    """A family while it is being parsed."""
+
+    __slots__ = ("allowed", "entries", "help", "name", "type")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.type = MetricType.UNTYPED
+        self.help: str | None = None
+        self.entries: list[_Entry] = []
+        self.allowed = frozenset((name,))
+
+    def set_type(self, kind: MetricType) -> None:
+        self.type = kind
+        name = self.name
+        if kind is MetricType.HISTOGRAM:
+            self.allowed = frozenset((name + "_bucket", name + "_count", name + "_sum"))
+        elif kind is MetricType.SUMMARY:
+            self.allowed = frozenset((name, name + "_count", name + "_sum"))
+        else:
+            self.allowed = frozenset((name,))
+
+
+class _Series:
+    """One label set of a histogram or summary family while it is grouped."""
+
+    __slots__ = ("count", "items", "labels", "sum")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.items: list[Any] = []
+        self.count: float | None = None
+        self.sum: float | None = None
+
+
+def _group(family: _Family, label: str, items_name: str) -> list[_Series]:
+    """Group a histogram (``le`` on ``F_bucket``) or summary (``quantile`` on ``F``) family."""
+    count_name, sum_name = family.name + "_count", family.name + "_sum"
+    groups: dict[Labels, _Series] = {}
+    last_key: Labels | None = None
+    append: Callable[[Any], None] = list.append.__get__([])
+    for entry in family.entries:
+        name = entry[0]
+        if name == items_name:
+            info, item = entry[4], entry[5]
+            if info is None or info[0] != label:  # unusual label mix: not precomputed
+                info = _group_info(entry[1], label, {})
+                item = _entry(name, entry[1], "", entry[3].value, info)[5]
+            if info[2] is not last_key:  # buckets of one series come in a row, sharing a key
+                last_key = info[2]
+                series = groups.get(last_key)
+                if series is None:
+                    series = groups[last_key] = _Series(info[1])
+                append = series.items.append
+            if item is not None:
+                append(item)
+        elif name == count_name or name == sum_name:  # noqa: PLR1714, SIM109 (faster)
+            labels = entry[1]
+            key = labels if len(labels) < 2 else tuple(sorted(labels))
+            other = groups.get(key)
+            if other is None:
+                other = groups[key] = _Series(labels)
+            if name == count_name:
+                other.count = entry[3].value
+            else:
+                other.sum = entry[3].value
+    return list(groups.values())
+
+
+def _histograms(family: _Family) -> tuple[HistogramSeries, ...]:
+    out = []
+    for series in _group(family, _LE, family.name + "_bucket"):
+        series.items.sort(key=_bound_of)  # stable, and cheap when already sorted
+        out.append(HistogramSeries(series.labels, tuple(series.items), series.count, series.sum))
+    return tuple(out)
+
+
+def _summaries(family: _Family) -> tuple[SummarySeries, ...]:
+    out = []
+    for series in _group(family, _QUANTILE, family.name):
+        series.items.sort(key=_quantile_of)
+        out.append(SummarySeries(series.labels, tuple(series.items), series.count, series.sum))
+    return tuple(out)
+
+
+class Parser:
+    """A text-format parser for one target, with a bounded cache of the series it has seen.
+
+    Reuse one Parser for every scrape of the same target (not from two threads at once). The
+    cache holds at most ``cache_size`` series and is emptied when full; 0 disables it.
+    """
+
+    def __init__(self, *, cache_size: int = 50_000) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, not {cache_size}")
+        self._cache_size = cache_size
+        self._cache: dict[str, _Entry] = {}
+        self._meta: dict[str, tuple[bool, str, Any] | None] = {}
+        self._keys: dict[Labels, Labels] = {}
+
+    def parse(self, text: str, *, max_samples: int | None = None) -> Exposition:
+        """Parse one exposition; raises ExpositionError or SampleLimitError only."""
+        get = self._cache.get
+        if not self._cache_size:
+            self._keys.clear()
+        families: dict[str, _Family] = {}
+        entries: list[_Entry] = []
+        allowed: frozenset[str] = frozenset()
+        lineno, line = 0, ""
+        try:
+            for lineno, line in enumerate(text.split("\n"), 1):  # noqa: B007 (used on error)
+                key, _, vtext = line.rpartition(" ")
+                entry = get(key)
+                if entry is not None and entry[2] != vtext:
+                    value = _number(vtext)
+                    entry = None if value is None else self._store(key, vtext, value, entry)
+                if entry is None:
+                    entry = self._new_series(line, key, vtext)
+                    if entry is None:
+                        stripped = line.strip()
+                        if not stripped:
+                            continue
+                        meta = self._meta.get(stripped, _UNSEEN)
+                        if meta is _UNSEEN:
+                            meta = self._remember_meta(stripped)
+                        if meta is None:
+                            continue
+                        family = families.get(meta[1])
+                        if family is None:
+                            family = families[meta[1]] = _Family(meta[1])
+                        if meta[0]:
+                            family.set_type(meta[2])
+                        else:
+                            family.help = meta[2]
+                        entries, allowed = family.entries, family.allowed
+                        continue
+                if entry[0] in allowed:
+                    entries.append(entry)
+                else:
+                    family = families.get(entry[0])
+                    if family is None:
+                        family = families[entry[0]] = _Family(entry[0])
+                    entries, allowed = family.entries, frozenset((entry[0],))
+                    entries.append(entry)
+        except _Malformed as exc:
+            raise ExpositionError(str(exc), line_number=lineno, line=line) from None
+        if max_samples is not None and max_samples < sum(len(f.entries) for f in families.values()):
+            raise SampleLimitError(max_samples)
+        return Exposition(tuple(_build(family) for family in families.values()))
+
+    def _store(self, key: str, vtext: str, value: float, old: _Entry) -> _Entry:
+        """A cached series with a new value."""
+        entry = _entry(old[0], old[1], vtext, value, old[4])
+        self._cache[key] = entry
+        return entry
+
+    def _new_series(self, line: str, key: str, vtext: str) -> _Entry | None:
+        """Parse a line the cache could not answer; None for a blank or comment line.
+
+        A ``series value`` line (one space before a lone value, so ``key`` is the series) is
+        cached. The common case, ``name{a="x",...} value`` without escapes or blanks, takes a
+        regex; everything else the careful path.
+        """
+        match = _SIMPLE_SERIES.fullmatch(key)
+        value = _number(vtext) if match is not None else None
+        labels: Labels = ()
+        if value is not None:
+            name, body = match.group(1, 2)  # type: ignore[union-attr]
+            if body:
+                labels = tuple(_LABEL_PAIR.findall(body))
+                if (len(labels) > 1 or labels[0][0][:2] == "__") and not _plain(labels):
+                    value = None
+        if value is None:
+            stripped = line.strip()
+            if not stripped or stripped[0] == "#":
+                return None
+            name, labels, rest = _parse_series(stripped)
+            value, ts, tokens = _value_and_timestamp(rest)
+            if ts is not None or tokens != 1 or not self._is_series(key, name, labels):
+                return _entry(
+                    name, labels, vtext, value, _guess_group(name, labels, self._keys), ts=ts
+                )
+        entry = _entry(
+            name, labels, vtext, value, _guess_group(name, labels, self._keys) if labels else None
+        )
+        if self._cache_size:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+                self._keys.clear()
+            self._cache[key] = entry
+        return entry
+
+    @staticmethod
+    def _is_series(key: str, name: str, labels: Labels) -> bool:
+        """Whether ``key`` alone parses to ``ident``, so that ``key + " " + value`` always
+        means that series and the careful parse of such a line can be cached."""
+        try:
+            name2, labels2, after = _parse_series(key.strip())
+        except _Malformed:
+            return False
+        return not after.strip() and (name2, labels2) == (name, labels)
+
+    def _remember_meta(self, stripped: str) -> tuple[bool, str, Any] | None:
+        meta = _parse_meta(stripped)
+        if len(self._meta) >= 1_000:
+            self._meta.clear()
+        self._meta[stripped] = meta
+        return meta
+
+
+def _build(family: _Family) -> MetricFamily:
+    kind = family.type
+    return MetricFamily(
+        name=family.name,
+        type=kind,
+        help=family.help,
+        samples=tuple(map(_sample_of, family.entries)),
+        histograms=_histograms(family) if kind is MetricType.HISTOGRAM else (),
+        summaries=_summaries(family) if kind is MetricType.SUMMARY else (),
+    )
+
+
+def parse(text: str, *, max_samples: int | None = None) -> Exposition:
+    """Parse one exposition with a throwaway :class:`Parser` (see the module docstring)."""
+    return Parser(cache_size=0).parse(text, max_samples=max_samples)

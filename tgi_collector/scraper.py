@@ -1,0 +1,519 @@
+"""Scraping: fetch a target's ``/metrics`` over HTTP, within limits, into a :class:`Snapshot`.
+
+The rules are Prometheus's, because a collector that can be pointed at arbitrary servers must
+survive hostile or broken ones:
+
+- **One overall deadline per scrape.** httpx timeouts apply per read, so a target trickling a
+  byte a second would never time out; the whole scrape (policy check, request, streamed body,
+  parse) runs under ``asyncio.timeout_at``. httpx timeouts are set to the same budget as a
+  second line of defence.
+- **The body limit counts decompressed bytes as they stream in.** The raw body is read with
+  ``aiter_raw`` and inflated here with ``zlib``'s ``max_length``, so a gzip bomb (a few kB that
+  inflate to gigabytes) stops one chunk past the limit; memory stays at about the limit.
+  ``Content-Encoding`` ``gzip`` and ``deflate`` (zlib-wrapped) are understood; anything else is
+  a protocol error since only ``gzip`` is ever asked for. An uncompressed body whose
+  ``Content-Length`` is over the limit is refused before reading.
+- **Redirects are not followed** (a 3xx is an HTTP status failure), **environment proxies are
+  ignored**, and one keep-alive connection pool serves every scrape of the process.
+- **A failing target is data, not an exception.** :meth:`Scraper.scrape` returns a down snapshot
+  whose :class:`~tgi_collector.snapshot.ScrapeFailure` says why. httpx errors are translated once,
+  here, into :class:`~tgi_collector.errors.ScrapeError`. The only exception a caller sees for a
+  target is :class:`~tgi_collector.errors.TargetDeniedError` (the policy refused it).
+
+Error kinds: refused connection, DNS failure or TLS failure -> ``CONNECT``; deadline -> ``TIMEOUT``;
+non-2xx -> ``HTTP_STATUS``; over the body limit -> ``BODY_TOO_LARGE``; over the sample limit ->
+``TOO_MANY_SAMPLES``; malformed text *and invalid UTF-8* -> ``PARSE`` (the text format is UTF-8 by
+definition, so bad bytes are a format error; the message names the line); broken HTTP, a reset or
+closed connection mid-body, bad compression -> ``PROTOCOL``.
+
+Model identity comes from TGI's ``GET /info`` and is cached per server (``info_ttl_seconds``).
+On first contact the scrape waits for it (within the same deadline); later refreshes run in the
+background while the cached value is used. A failing ``/info`` never fails a scrape: the model is
+then None (or the last good value), and the failure is remembered for a while so that a server
+without ``/info`` is not asked on every scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from tgi_collector import __version__, tgi
+from tgi_collector.errors import (
+    ExpositionError,
+    SampleLimitError,
+    ScrapeError,
+    ScrapeErrorKind,
+)
+from tgi_collector.exposition import Parser
+from tgi_collector.metrics import Exposition
+from tgi_collector.policy import TargetPolicy
+from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
+from tgi_collector.targets import ScrapeOptions, Target
+
+__all__ = [
+    "INFO_MAX_BODY_BYTES",
+    "METRICS_ACCEPT",
+    "USER_AGENT",
+    "Scraper",
+]
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"tgi-collector/{__version__}"
+# TGI (like most exporters) speaks only the Prometheus text format 0.0.4.
+METRICS_ACCEPT = "text/plain;version=0.0.4"
+# A TGI /info document is about 1 kB.
+INFO_MAX_BODY_BYTES = 64 * 1024
+# How long a failed /info is remembered before it is asked again (capped by the TTL).
+_INFO_RETRY_SECONDS = 30.0
+_COMPRESSED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+# zlib window bits: 32 + 15 auto-detects a gzip or zlib header (RFC 9110 "deflate" is zlib).
+_WBITS_AUTO = 47
+# Pool sizes: one connection per target is the steady state; the cap only bounds file
+# descriptors. Keep-alive outlives common scrape intervals (15-60 s) so connections are reused.
+_POOL_LIMITS = httpx.Limits(
+    max_connections=1024, max_keepalive_connections=512, keepalive_expiry=90.0
+)
+
+
+def _default_client() -> httpx.AsyncClient:
+    """The process-wide client: no redirects, no environment proxies, keep-alive pool."""
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        trust_env=False,
+        limits=_POOL_LIMITS,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What a scrape got done before failing, for the stats of a down snapshot."""
+
+    body_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _InfoEntry:
+    """A cached ``/info`` outcome; ``model`` is the last good value (None if never good)."""
+
+    model: tgi.ModelInfo | None
+    expires_at: float
+
+
+class _BodyReader:
+    """Accumulates a response body, decompressing it and enforcing the limit as bytes arrive."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self._limit = limit
+        self._parts: list[bytes] = []
+        self.size = 0
+        self._compressed = encoding != "identity"
+        self._inflater = zlib.decompressobj(_WBITS_AUTO) if self._compressed else None
+        self._fed = False
+
+    def feed(self, data: bytes) -> None:
+        """Add raw (possibly compressed) bytes; raises ScrapeError past the limit or on bad data."""
+        if not data:
+            return
+        self._fed = True
+        if self._inflater is None:
+            self._append(data)
+            return
+        try:
+            while data:
+                # max_length caps what one call may produce: one byte past the limit is enough
+                # to know the body is too large, whatever the compression ratio.
+                out = self._inflater.decompress(data, self._limit - self.size + 1)
+                self._append(out)
+                data = self._inflater.unconsumed_tail
+                if self._inflater.eof and self._inflater.unused_data:
+                    # Concatenated gzip members form one valid gzip body.
+                    data = self._inflater.unused_data
+                    self._inflater = zlib.decompressobj(_WBITS_AUTO)
+        except zlib.error as exc:
+            raise ScrapeError(ScrapeErrorKind.PROTOCOL, f"invalid compressed body ({exc})") from exc
+
+    def finish(self) -> bytes:
+        """The whole decompressed body; raises ScrapeError if a compressed stream was cut short."""
+        if self._inflater is not None and self._fed and not self._inflater.eof:
+            raise ScrapeError(ScrapeErrorKind.PROTOCOL, "compressed body is truncated")
+        return b"".join(self._parts)
+
+    def _append(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            what = "decompressed body" if self._compressed else "body"
+            raise ScrapeError(ScrapeErrorKind.BODY_TOO_LARGE, f"{what} exceeds {self._limit} bytes")
+        self._parts.append(data)
+
+
+def _content_encoding(response: httpx.Response) -> str:
+    """``identity``, ``gzip``, ``x-gzip`` or ``deflate``; ScrapeError for anything else."""
+    header: str = response.headers.get("content-encoding", "")
+    codings = [c.strip().lower() for c in header.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return "identity"
+    if len(codings) == 1 and codings[0] in _COMPRESSED_ENCODINGS:
+        return codings[0]
+    raise ScrapeError(
+        ScrapeErrorKind.PROTOCOL, f"unsupported Content-Encoding {_printable(header)!r}"
+    )
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """``text`` cut to ``limit`` characters with control characters replaced (for messages)."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return cleaned + ("..." if len(text) > limit else "")
+
+
+def _status_failure(response: httpx.Response) -> ScrapeError:
+    status = response.status_code
+    message = f"HTTP {status}"
+    reason = _printable(response.reason_phrase, 100)
+    if reason:
+        message += f" {reason}"
+    if 300 <= status < 400:
+        location: str | None = response.headers.get("location")
+        target = f" to {_printable(location)}" if location else ""
+        message += f" (redirect{target} not followed)"
+    return ScrapeError(ScrapeErrorKind.HTTP_STATUS, message, http_status=status)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the chain of exceptions behind it (httpx -> httpcore -> OSError)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _transport_failure(exc: Exception, address: str, timeout: float) -> ScrapeError:
+    """Translate an httpx exception into a ScrapeError with a human message."""
+    causes = _causes(exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return ScrapeError(ScrapeErrorKind.TIMEOUT, f"no complete response within {timeout} s")
+    if isinstance(exc, httpx.ConnectError):
+        for cause in causes:
+            if isinstance(cause, ConnectionRefusedError):
+                return ScrapeError(ScrapeErrorKind.CONNECT, f"connection refused by {address}")
+            if isinstance(cause, socket.gaierror):
+                return ScrapeError(
+                    ScrapeErrorKind.CONNECT, f"cannot resolve host of {address} ({cause})"
+                )
+            if isinstance(cause, ssl.SSLError):
+                return ScrapeError(
+                    ScrapeErrorKind.CONNECT, f"TLS handshake with {address} failed ({cause})"
+                )
+        return ScrapeError(ScrapeErrorKind.CONNECT, f"cannot connect to {address} ({exc})")
+    if any(isinstance(cause, ConnectionResetError) for cause in causes):
+        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"connection reset by {address}")
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP protocol error from {address}: {exc}")
+    detail = str(exc) or type(exc).__name__
+    return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP exchange with {address} failed: {detail}")
+
+
+def _decode_utf8(body: bytes) -> str:
+    """Decode strictly; invalid UTF-8 is a PARSE error naming the line and byte offset."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body.count(b"\n", 0, exc.start) + 1
+        raise ScrapeError(
+            ScrapeErrorKind.PARSE,
+            f"line {line}: invalid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})",
+        ) from exc
+
+
+def _address(url: str) -> tuple[str, int, str]:
+    """Host, port (default by scheme) and ``host:port`` for messages, of an http(s) URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, port, shown
+
+
+class Scraper:
+    """Scrapes targets into snapshots; one per process, shared by every RPC.
+
+    ``policy`` defaults to :class:`~tgi_collector.policy.TargetPolicy` with its defaults.
+    ``client`` defaults to a client made here (and closed by :meth:`aclose`); a client passed in
+    is used as is and not closed, and should have ``trust_env=False`` to ignore proxies
+    (redirects are refused per request whatever its settings). ``info_ttl_seconds`` is how long
+    a good ``/info`` answer is reused; a failed one is retried after at most 30 s.
+    ``max_parsers`` bounds both the per-target parser cache and the ``/info`` cache (LRU).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: TargetPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        info_ttl_seconds: float = 300.0,
+        max_parsers: int = 10_000,
+    ) -> None:
+        if max_parsers < 1:
+            raise ValueError("max_parsers must be at least 1")
+        self._policy = policy if policy is not None else TargetPolicy()
+        self._owns_client = client is None
+        self._client = client if client is not None else _default_client()
+        self._info_ttl = info_ttl_seconds
+        self._info_retry = min(info_ttl_seconds, _INFO_RETRY_SECONDS)
+        self._max_entries = max_parsers
+        # Per target URL: Parser keeps a cache of series identities, so it must be reused.
+        self._parsers: OrderedDict[str, Parser] = OrderedDict()
+        # Per base URL (scheme://host:port): /info belongs to the server, not to the path.
+        self._info: OrderedDict[str, _InfoEntry] = OrderedDict()
+        self._info_tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def policy(self) -> TargetPolicy:
+        """The policy every scrape is checked against."""
+        return self._policy
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel background ``/info`` refreshes and close the client if this scraper made it."""
+        tasks = list(self._info_tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._info_tasks.clear()
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def check_target(self, target: Target) -> None:
+        """Raise :class:`~tgi_collector.errors.TargetDeniedError` if the policy refuses it."""
+        host, port, _ = _address(target.url)
+        await self._policy.check(host, port)
+
+    async def scrape(self, target: Target, options: ScrapeOptions) -> Snapshot:
+        """Scrape ``target`` once. Target failures give a down snapshot, never an exception.
+
+        Raises :class:`~tgi_collector.errors.TargetDeniedError` if the policy refuses the
+        target (checked first, within the deadline).
+        """
+        timestamp = datetime.now(UTC)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + options.timeout_seconds
+        progress = _Progress()
+        info_task: asyncio.Task[None] | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.check_target(target)
+                    if options.fetch_info:
+                        info_task = self._refresh_info_if_stale(target, deadline)
+                    exposition = await self._fetch_metrics(target, options, progress)
+            except TimeoutError as exc:
+                raise ScrapeError(
+                    ScrapeErrorKind.TIMEOUT,
+                    f"no complete response within {options.timeout_seconds} s",
+                ) from exc
+        except ScrapeError as exc:
+            return Snapshot(
+                instance_id=target.instance_id or target.url,
+                endpoint=target.url,
+                timestamp=timestamp,
+                up=False,
+                stats=ScrapeStats(loop.time() - started, progress.body_bytes, 0),
+                error=ScrapeFailure(exc.kind, exc.message, exc.http_status),
+                model=self._cached_model(target) if options.fetch_info else None,
+            )
+        duration = loop.time() - started
+        view = tgi.build_view(exposition)
+        model = None
+        if options.fetch_info:
+            if info_task is not None:
+                await self._wait_first_info(info_task, deadline)
+            model = self._cached_model(target)
+        return Snapshot(
+            instance_id=target.instance_id or target.url,
+            endpoint=target.url,
+            timestamp=timestamp,
+            up=True,
+            stats=ScrapeStats(duration, progress.body_bytes, exposition.sample_count),
+            view=view,
+            exposition=exposition if options.include_raw_metrics else None,
+            model=model,
+        )
+
+    # -- /metrics ----------------------------------------------------------------------------
+
+    async def _fetch_metrics(
+        self, target: Target, options: ScrapeOptions, progress: _Progress
+    ) -> Exposition:
+        headers = {
+            "Accept": METRICS_ACCEPT,
+            # Like Prometheus: lets a target adapt, and documents the budget in its logs.
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{options.timeout_seconds:g}",
+        }
+        body = await self._get(
+            target.url, headers, options.timeout_seconds, options.max_body_bytes, progress
+        )
+        text = _decode_utf8(body)
+        parser = self._parser(target.url)
+        try:
+            return parser.parse(text, max_samples=options.max_samples)
+        except SampleLimitError as exc:
+            raise ScrapeError(ScrapeErrorKind.TOO_MANY_SAMPLES, str(exc)) from exc
+        except ExpositionError as exc:
+            raise ScrapeError(ScrapeErrorKind.PARSE, str(exc)) from exc
+
+    def _parser(self, url: str) -> Parser:
+        parser = self._parsers.get(url)
+        if parser is None:
+            parser = self._parsers[url] = Parser()
+            while len(self._parsers) > self._max_entries:
+                self._parsers.popitem(last=False)
+        else:
+            self._parsers.move_to_end(url)
+        return parser
+
+    async def _get(
+        self,
+        url: str,
+        headers: dict[str, str],
+        budget_seconds: float,
+        limit: int,
+        progress: _Progress,
+    ) -> bytes:
+        """GET ``url`` and return its decompressed body; ScrapeError on any failure."""
+        _, _, address = _address(url)
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip", **headers}
+        try:
+            request = self._client.build_request(
+                "GET", url, headers=headers, timeout=httpx.Timeout(budget_seconds)
+            )
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+            try:
+                if not 200 <= response.status_code < 300:
+                    raise _status_failure(response)
+                encoding = _content_encoding(response)
+                length: str = response.headers.get("content-length", "")
+                if encoding == "identity" and length.isdigit() and int(length) > limit:
+                    raise ScrapeError(
+                        ScrapeErrorKind.BODY_TOO_LARGE,
+                        f"body exceeds {limit} bytes (Content-Length {length})",
+                    )
+                reader = _BodyReader(encoding, limit)
+                try:
+                    async for chunk in response.aiter_raw():
+                        reader.feed(chunk)
+                finally:
+                    progress.body_bytes = reader.size
+                return reader.finish()
+            finally:
+                # Unread bodies close the connection; fully read ones return it to the pool.
+                await response.aclose()
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _transport_failure(exc, address, budget_seconds) from exc
+
+    # -- /info -------------------------------------------------------------------------------
+
+    def _cached_model(self, target: Target) -> tgi.ModelInfo | None:
+        entry = self._info.get(target.base_url)
+        return entry.model if entry is not None else None
+
+    def _refresh_info_if_stale(self, target: Target, deadline: float) -> asyncio.Task[None] | None:
+        """Start (or join) a refresh of ``/info`` if the cache is stale; the task to wait for.
+
+        Returns a task only on first contact (nothing cached yet, not even a failure): that
+        scrape waits for the model. Otherwise the refresh, if any, runs in the background.
+        """
+        key = target.base_url
+        entry = self._info.get(key)
+        now = asyncio.get_running_loop().time()
+        if entry is not None and now < entry.expires_at:
+            self._info.move_to_end(key)
+            return None
+        task = self._info_tasks.get(key)
+        if task is None:
+            task = asyncio.create_task(
+                self._refresh_info(key, deadline), name=f"tgi-collector /info {key}"
+            )
+            self._info_tasks[key] = task
+            task.add_done_callback(lambda done: self._forget_task(key, done))
+        return task if entry is None else None
+
+    def _forget_task(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._info_tasks.get(key) is task:
+            del self._info_tasks[key]
+
+    async def _wait_first_info(self, task: asyncio.Task[None], deadline: float) -> None:
+        # shield: the refresh may be shared with other scrapes; leaving early must not cancel it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(task)
+
+    async def _refresh_info(self, key: str, deadline: float) -> None:
+        """Fetch ``{key}/info`` into the cache. Never raises: /info is optional."""
+        loop = asyncio.get_running_loop()
+        previous = self._info.get(key)
+        try:
+            async with asyncio.timeout_at(deadline):
+                model = await self._fetch_info(key, max(0.0, deadline - loop.time()))
+        except (ScrapeError, TimeoutError) as exc:
+            logger.debug("GET %s/info failed: %s", key, exc)
+            model = None
+        except Exception:
+            # A bug in reading the document must not fail scrapes; it must be visible, though.
+            logger.exception("reading %s/info failed", key)
+            model = None
+        if model is None:
+            kept = previous.model if previous is not None else None
+            entry = _InfoEntry(kept, loop.time() + self._info_retry)
+        else:
+            entry = _InfoEntry(model, loop.time() + self._info_ttl)
+        self._info[key] = entry
+        self._info.move_to_end(key)
+        while len(self._info) > self._max_entries:
+            self._info.popitem(last=False)
+
+    async def _fetch_info(self, base_url: str, budget_seconds: float) -> tgi.ModelInfo | None:
+        body = await self._get(
+            base_url + "/info",
+            {"Accept": "application/json"},
+            budget_seconds,
+            INFO_MAX_BODY_BYTES,
+            _Progress(),
+        )
+        try:
+            document = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.debug("%s/info is not JSON: %s", base_url, exc)
+            return None
+        if not isinstance(document, dict):
+            logger.debug("%s/info is not a JSON object", base_url)
+            return None
+        return tgi.model_info_from_json(document)
