@@ -14,7 +14,7 @@ DATA = Path(__file__).parent / "data"
 TGI_REAL = DATA / "tgi" / "tgi-3.3-real.prom"
 SEED_SAMPLE = DATA / "seed" / "seed-plan-sample.prom"
 
-_BUCKET = re.compile(r'^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+_BUCKET = re.compile(r"^(?P<name>\w+)_bucket\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 
 
 def buckets_from_text(text: str, family: str, labels: str = "") -> list[tuple[float, float]]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 from fixture_server import FixtureServer
 from reference import SEED_SAMPLE, TGI_REAL, scalar_from_text
@@ -118,17 +119,9 @@ def test_parse_error_names_the_line(tmp_path: object, capsys: pytest.CaptureFixt
     assert "cannot read" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_serve_process_health_and_sigterm() -> None:
+def test_serve_process_health_and_sigterm(unused_port: int) -> None:
     """A real ``tgi-collector serve`` process: healthy, then a clean exit on SIGTERM."""
-    port = _free_port()
+    port = unused_port
     process = subprocess.Popen(
         [sys.executable, "-m", "tgi_collector", "serve", "--listen", f"127.0.0.1:{port}",
          "--grace", "1"],
@@ -164,8 +157,10 @@ def test_health_of_nothing_fails(unused_port: int, capsys: pytest.CaptureFixture
     assert "UNAVAILABLE" in err or "DEADLINE_EXCEEDED" in err
 
 
-async def test_demo_runs_a_bounded_session(capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()
+async def test_demo_runs_a_bounded_session(
+    unused_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = unused_port
     code = await _main_in_thread(
         ["demo", "--listen", f"127.0.0.1:{port}", "--interval", "0.3", "--count", "2"]
     )
@@ -175,10 +170,8 @@ async def test_demo_runs_a_bounded_session(capsys: pytest.CaptureFixture[str]) -
     assert out.count("simulated-tgi  UP") == 2
 
 
-async def test_client_against_demo_style_server() -> None:
+async def test_client_reports_a_missing_server_as_an_rpc_error(unused_port: int) -> None:
     # The client's error surface: a server that is not there is an AioRpcError, not a hang.
-    import grpc
-
-    async with CollectorClient(f"127.0.0.1:{_free_port()}") as client:
+    async with CollectorClient(f"127.0.0.1:{unused_port}") as client:
         with pytest.raises(grpc.aio.AioRpcError):
             await client.collect("http://127.0.0.1:1/metrics", timeout=1)

@@ -85,9 +85,7 @@ async def test_collect_real_scrape(address: str, fixture_server: FixtureServer) 
         2,
         111,
     )
-    (duration,) = [
-        s for s in snapshot["histograms"] if s["family"] == "tgi_request_duration"
-    ]
+    (duration,) = [s for s in snapshot["histograms"] if s["family"] == "tgi_request_duration"]
     buckets = buckets_from_text(TGI_REAL.read_text(), "tgi_request_duration")
     for key, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         assert math.isclose(duration[key], histogram_quantile(q, buckets), rel_tol=1e-12)

@@ -22,7 +22,8 @@ class CollectorClient:
     def __init__(self, address: str) -> None:
         self.address = address
         self._channel = grpc.aio.insecure_channel(address)
-        self._stub = collector_pb2_grpc.CollectorServiceStub(self._channel)
+        # The generated _pb2_grpc module has no type annotations (protoc writes none for it).
+        self._stub = collector_pb2_grpc.CollectorServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def collect(
         self,

@@ -41,20 +41,22 @@ def describe(snapshot: snapshot_pb2.Snapshot) -> str:
 
 async def run_demo(*, listen: str, interval: float = 2.0, count: int | None = None) -> None:
     """Run the demo; ``count`` bounds the number of Collect calls (None: until interrupted)."""
-    async with TgiSimulator(SimulatorConfig()) as simulator:
-        async with CollectorServer(ServerConfig(listen=listen, grace_seconds=1.0)) as server:
-            host = listen.rpartition(":")[0] or "127.0.0.1"
-            address = f"{host}:{server.port}"
-            print(f"simulated TGI:  {simulator.url}/metrics")
-            print(f"collector gRPC: {address}  (try: grpcurl -plaintext {address} list)")
-            async with CollectorClient(address) as client:
-                done = 0
-                while count is None or done < count:
-                    await asyncio.sleep(interval)
-                    # The simulator's workload moves only when told to: keep it on wall time.
-                    simulator.advance(interval)
-                    snapshot = await client.collect(
-                        f"{simulator.url}/metrics", instance_id="simulated-tgi"
-                    )
-                    print(describe(snapshot), flush=True)
-                    done += 1
+    async with (
+        TgiSimulator(SimulatorConfig()) as simulator,
+        CollectorServer(ServerConfig(listen=listen, grace_seconds=1.0)) as server,
+    ):
+        host = listen.rpartition(":")[0] or "127.0.0.1"
+        address = f"{host}:{server.port}"
+        print(f"simulated TGI:  {simulator.url}/metrics")
+        print(f"collector gRPC: {address}  (try: grpcurl -plaintext {address} list)")
+        async with CollectorClient(address) as client:
+            done = 0
+            while count is None or done < count:
+                await asyncio.sleep(interval)
+                # The simulator's workload moves only when told to: keep it on wall time.
+                simulator.advance(interval)
+                snapshot = await client.collect(
+                    f"{simulator.url}/metrics", instance_id="simulated-tgi"
+                )
+                print(describe(snapshot), flush=True)
+                done += 1

@@ -314,10 +314,10 @@ def _value_and_timestamp(rest: str) -> tuple[float, int | None, int]:
     if value is None:
         raise _Malformed(f"invalid value {tokens[0]!r}")
     count = len(tokens)
-    for index in range(2, count - 1):
+    for index in range(1, count - 1):
         if tokens[index] == "#" and tokens[index + 1][0] == "{":  # an OpenMetrics exemplar
             try:
-                return value, _timestamp(tokens[index - 1]), count
+                return value, _timestamp(tokens[index - 1]) if index > 1 else None, count
             except _Malformed:  # prometheus_client reads the last token; be as lenient
                 return value, None, count
     return value, _timestamp(tokens[-1]) if count > 1 else None, count

@@ -75,7 +75,7 @@ async def _guarded(
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-class _CollectorServicer(collector_pb2_grpc.CollectorServiceServicer):  # type: ignore[misc]
+class _CollectorServicer(collector_pb2_grpc.CollectorServiceServicer):
     def __init__(self, scraper: Scraper) -> None:
         self._scraper = scraper
 
@@ -112,7 +112,7 @@ class CollectorServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        collector_pb2_grpc.add_CollectorServiceServicer_to_server(
+        collector_pb2_grpc.add_CollectorServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _CollectorServicer(self._scraper), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
