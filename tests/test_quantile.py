@@ -142,6 +142,7 @@ def test_first_bucket_with_positive_bound_interpolates_from_zero() -> None:
         pytest.param([(INF, 3.0), (INF, 4.0)], id="+Inf twice coalesces to one bucket"),
         pytest.param([(1.0, 5.0), (2.0, 10.0)], id="no +Inf bucket"),
         pytest.param([(1.0, 0.0), (2.0, 0.0), (INF, 0.0)], id="no observations"),
+        pytest.param([(-1.0, 0.0), (1.0, 0.0), (INF, 0.0)], id="no observations, bound <= 0"),
         pytest.param([(math.nan, 1.0), (INF, 1.0)], id="a NaN bound is dropped"),
     ],
 )
@@ -185,6 +186,13 @@ def test_float_noise_between_counts_is_ignored() -> None:
     noisy = 100.0 + 1e-10
     buckets = [(1.0, 50.0), (2.0, 100.0), (3.0, noisy), (INF, noisy)]
     assert histogram_quantile(1.0, buckets) == 2.0
+
+
+def test_nan_bounds_are_dropped() -> None:
+    # Without the NaN bucket: 2 observations <= 1, 2 more in +Inf. q=0.5: rank 2 -> le=1:
+    # 1 * 2/2 = 1.0. Kept, its count 5 would lift +Inf to 5 and move the rank.
+    assert histogram_quantile(0.5, [(1.0, 2.0), (math.nan, 5.0), (INF, 4.0)]) == 1.0
+    assert histogram_quantile(0.5, [(math.nan, 5.0), (1.0, 2.0), (INF, 4.0)]) == 1.0
 
 
 def test_equal_bounds_are_added_and_order_does_not_matter() -> None:

@@ -1,7 +1,7 @@
 """The TGI view: Prometheus families of a TGI server turned into typed, meaningful values.
 
-The metric names, types and labels come from Hugging Face TGI's router (see
-``TGI_METRICS.md``); the field names and meanings come from the project's plan (DESIGN.md).
+The metric names, types and labels are those of Hugging Face TGI's router (v0.3 to v3.3);
+the field names and their meanings are the project's plan (DESIGN.md).
 Three kinds of input must give a sensible view, never an exception:
 
 - real TGI output: counters without ``_total``, ``*_duration`` histograms in seconds, labelled
