@@ -48,7 +48,8 @@ def format_snapshot(snapshot: Snapshot) -> str:
     stats = snapshot.stats
     state = "UP" if snapshot.up else "DOWN"
     lines = [
-        f"{snapshot.instance_id}  {state}  {snapshot.endpoint}",
+        f"{snapshot.instance_id}  {state}"
+        + ("" if snapshot.instance_id == snapshot.endpoint else f"  {snapshot.endpoint}"),
         f"  scraped {snapshot.timestamp:%Y-%m-%d %H:%M:%S} UTC"
         f" in {_seconds(stats.duration_seconds)}, {stats.body_bytes:,} bytes,"
         f" {stats.samples:,} samples",
