@@ -5,14 +5,7 @@ the domain types they exchange. The gRPC side lives in :mod:`tgi_collector.serve
 :mod:`tgi_collector.client`; the generated protobuf code in :mod:`tgi_collector.v1`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("tgi-collector")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
-
-# Imported after __version__: the scraper reads it for its User-Agent.
+from tgi_collector._version import __version__
 from tgi_collector.errors import (
     CollectorError,
     ExpositionError,

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf import json_format
 
-from tgi_collector import __version__, convert
+from tgi_collector import convert
 from tgi_collector._format import format_exposition, format_snapshot
+from tgi_collector._version import __version__
 from tgi_collector.client import CollectorClient
 from tgi_collector.demo import run_demo
 from tgi_collector.errors import CollectorError, ExpositionError, TargetDeniedError

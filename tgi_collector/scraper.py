@@ -51,7 +51,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tgi_collector import __version__, tgi
+from tgi_collector import tgi
+from tgi_collector._version import __version__
 from tgi_collector.errors import (
     ExpositionError,
     SampleLimitError,
