@@ -31,6 +31,7 @@ from tgi_collector.metrics import (
     Exposition,
     HistogramSeries,
     Labels,
+    MetricFamily,
     MetricType,
     Sample,
     SummarySeries,
@@ -41,6 +42,7 @@ from tgi_collector.metrics import (
 __all__ = [
     "BatchMetrics",
     "BucketLike",
+    "FrozenMapping",
     "GenerationMetrics",
     "HistogramSummary",
     "ModelInfo",
@@ -48,12 +50,13 @@ __all__ = [
     "TgiView",
     "build_view",
     "histogram_quantile",
+    "histogram_series",
     "model_info_from_json",
     "summarize_histogram",
 ]
 
 
-class _FrozenMapping(Mapping[str, float]):
+class FrozenMapping(Mapping[str, float]):
     """A read-only ``str -> float`` mapping, so that the frozen views are really immutable.
 
     Unlike ``types.MappingProxyType`` it is hashable (so frozen dataclasses holding it are
@@ -85,8 +88,8 @@ class _FrozenMapping(Mapping[str, float]):
     def __repr__(self) -> str:
         return repr(self._data)
 
-    def __reduce__(self) -> tuple[type[_FrozenMapping], tuple[dict[str, float]]]:
-        return (_FrozenMapping, (self._data,))
+    def __reduce__(self) -> tuple[type[FrozenMapping], tuple[dict[str, float]]]:
+        return (FrozenMapping, (self._data,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,7 @@ class RequestMetrics:
 
     success_total: float = 0.0
     failure_total: float = 0.0
-    failures_by_err: Mapping[str, float] = field(default_factory=_FrozenMapping)
+    failures_by_err: Mapping[str, float] = field(default_factory=FrozenMapping)
     request_count: float = 0.0
     queue_size: float = 0.0
     mean_time_per_token_seconds: float | None = None
@@ -152,10 +155,10 @@ class BatchMetrics:
     A sample without the label is filed under ``""`` (as for ``failures_by_err``).
     """
 
-    inference_count_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
-    inference_success_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
-    inference_failure_by_method: Mapping[str, float] = field(default_factory=_FrozenMapping)
-    concat_by_reason: Mapping[str, float] = field(default_factory=_FrozenMapping)
+    inference_count_by_method: Mapping[str, float] = field(default_factory=FrozenMapping)
+    inference_success_by_method: Mapping[str, float] = field(default_factory=FrozenMapping)
+    inference_failure_by_method: Mapping[str, float] = field(default_factory=FrozenMapping)
+    concat_by_reason: Mapping[str, float] = field(default_factory=FrozenMapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +248,17 @@ def _is_junk(series: HistogramSeries) -> bool:
     return not series.buckets and series.count is None and series.sum is None
 
 
+def histogram_series(family: MetricFamily) -> list[HistogramSeries]:
+    """The series of a histogram family that describe observations, in wire order.
+
+    Collect (lifetime summaries) and Watch (window deltas) both read series through this, so
+    they never disagree on which series exist.
+    """
+    # Fall back to grouping here when a family was built without its series.
+    histograms = family.histograms or group_histograms(family.name, family.samples)
+    return [series for series in histograms if not _is_junk(series)]
+
+
 class _Index:
     """One pass over an exposition: plain samples by name, histogram/summary series by family.
 
@@ -268,9 +282,7 @@ class _Index:
                 structural = frozenset(
                     {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
                 )
-                # Fall back to grouping here when a family was built without its series.
-                histograms = family.histograms or group_histograms(name, family.samples)
-                kept = [series for series in histograms if not _is_junk(series)]
+                kept = histogram_series(family)
                 self.histograms.setdefault(name, []).extend(kept)
                 self.histogram_order.extend((name, series) for series in kept)
             elif family.type is MetricType.SUMMARY:
@@ -296,14 +308,14 @@ class _Index:
             return None
         return sum((sample.value for sample in found), 0.0)
 
-    def by_label(self, names: Sequence[str], label: str) -> _FrozenMapping:
+    def by_label(self, names: Sequence[str], label: str) -> FrozenMapping:
         """Sums per value of ``label`` (``""`` when absent) of the first name present."""
         sums: dict[str, float] = {}
         for sample in self.samples(names) or ():
             # dict(): a label repeated on the wire keeps its last value, as in convert.
             key = dict(sample.labels).get(label, "")
             sums[key] = sums.get(key, 0.0) + sample.value
-        return _FrozenMapping(sums)
+        return FrozenMapping(sums)
 
     def count_sum(self, name: str) -> tuple[float | None, float | None] | None:
         """``(count, sum)`` of the observations recorded under ``name``, over all label sets.
