@@ -18,7 +18,7 @@ from reference import SEED_SAMPLE, TGI_REAL, scalar_from_text
 from tgi_collector.cli import main
 from tgi_collector.client import CollectorClient
 
-COMMANDS = ["serve", "collect", "parse", "simulate", "health", "demo"]
+COMMANDS = ["serve", "collect", "parse", "simulate", "health", "demo", "watch"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -167,7 +167,14 @@ async def test_demo_runs_a_bounded_session(
     assert code == 0
     out = capsys.readouterr().out
     assert "simulated TGI:" in out
-    assert out.count("simulated-tgi  UP") == 2
+    assert "grpcurl -plaintext -d" in out and "tgi_collector.v1.CollectorService/Watch" in out
+    assert f"tgi-collector watch --server 127.0.0.1:{port}" in out
+    # The live table (blocks, stdout is not a terminal), one per snapshot of the Watch stream:
+    # the first has lifetime values, the second the window's rates.
+    rows = [line for line in out.splitlines() if line.startswith("simulated-tgi  UP")]
+    assert len(rows) == 2
+    assert rows[0].endswith("lifetime") and not rows[1].endswith("lifetime")
+    assert "\x1b" not in out
 
 
 async def test_client_reports_a_missing_server_as_an_rpc_error(unused_port: int) -> None:

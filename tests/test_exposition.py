@@ -7,6 +7,7 @@ layout, never from the parser under test.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -204,6 +205,20 @@ def test_help_and_type_lines() -> None:
     ]
 
 
+def test_unknown_type_is_an_error_unless_mended() -> None:
+    # prometheus_client checks a family's type once the family is complete
+    (family,) = parse("# TYPE a couter\n# TYPE a counter\na 1\n")
+    assert family.type is MetricType.COUNTER
+    for text, line_number in (
+        ("# TYPE a couter\na 1\n", 1),
+        ("# TYPE a gauge\n\n# TYPE a couter\n", 3),
+        ("# TYPE a couter\n# TYPE b gauge\nb 1\n", 1),
+    ):
+        with pytest.raises(ExpositionError, match="couter") as info:
+            parse(text)
+        assert info.value.line_number == line_number
+
+
 def test_comments_that_are_not_metadata() -> None:
     text = "#HELP a not help\n#x TYPE a counter\n# EOF\n# TYPEX a counter\na 1\n"
     (family,) = parse(text)
@@ -247,6 +262,9 @@ def test_values_special_floats_and_timestamps() -> None:
         'a{v="10"} 11 12 # {trace="x"} 1 2',
         'a{v="11"}12',
         'a{v="12"} 9223372036854775808',
+        "a 13 -1000",
+        "a 14 5 6",
+        "a 15 1.9",
     ]
     (family,) = parse("\n".join(lines))
     got = [(s.value, s.timestamp_ms) for s in family.samples]
@@ -263,6 +281,9 @@ def test_values_special_floats_and_timestamps() -> None:
         (11.0, 12),
         (12.0, None),
         (9223372036854775808.0, None),
+        (13.0, -1000),
+        (14.0, 6),  # the last token, as prometheus_client reads it
+        (15.0, 1),  # truncated to whole milliseconds
     ]
 
 
@@ -394,7 +415,15 @@ def test_cache_reuse_gives_fresh_results_across_scrapes(tgi: Exposition) -> None
     for _ in range(2):
         assert parser.parse(TGI_TEXT) == tgi
         assert parser.parse(second) == parse(second)
-    assert parser.parse(second) != tgi
+    got = parser.parse(second)
+    assert got != tgi
+    assert sorted(map(_sortable, _samples(got))) == sorted(map(_sortable, _scan(second)))
+
+
+def _sortable(
+    sample: tuple[str, dict[str, str], float],
+) -> tuple[str, list[tuple[str, str]], float]:
+    return sample[0], sorted(sample[1].items()), sample[2]
 
 
 def test_cache_keeps_unchanged_samples() -> None:
@@ -403,6 +432,22 @@ def test_cache_keeps_unchanged_samples() -> None:
     second = parser.parse("a 1\nb 3\n")
     assert second.families[0].samples[0] is first.families[0].samples[0]
     assert second.families[1].samples[0] == Sample("b", (), 3.0)
+
+
+def test_cached_series_with_odd_new_values() -> None:
+    parser = Parser()
+    parser.parse('a{x="1"} 1\n')
+    for bad in ("1_000", "0x1", "one", ""):
+        with pytest.raises(ExpositionError) as info:
+            parser.parse(f'b 0\na{{x="1"}} {bad}\n')
+        assert info.value.line_number == 2
+    for line, value, timestamp in (
+        ('a{x="1"} 2\t3', 2.0, 3),
+        ('a{x="1"} \t4', 4.0, None),
+        ('a{x="1"} 5\r', 5.0, None),
+    ):
+        (family,) = parser.parse(line)
+        assert family.samples == (Sample("a", (("x", "1"),), value, timestamp),)
 
 
 def test_cache_is_bounded(tgi: Exposition) -> None:
@@ -418,11 +463,20 @@ def test_cache_is_bounded(tgi: Exposition) -> None:
 
 
 def test_objects_equal_normally_constructed_ones() -> None:
-    got = parse(
-        '# TYPE h histogram\nh_bucket{le="1"} 2 30\n# TYPE s summary\ns{quantile="0.5"} 4\n'
-    )
-    sample = got.families[0].samples[0]
-    assert sample == Sample("h_bucket", (("le", "1"),), 2.0, 30)
-    assert hash(sample) == hash(Sample("h_bucket", (("le", "1"),), 2.0, 30))
-    assert got.families[0].histograms[0].buckets == (Bucket(1.0, 2.0),)
-    assert got.families[1].summaries[0].quantiles == (Quantile(0.5, 4.0),)
+    # The parser builds these without __init__ (see exposition._twin): they must be ordinary.
+    parser = Parser()
+    text = '# TYPE h histogram\nh_bucket{le="1"} 2\n# TYPE s summary\ns{quantile="0.5"} 4\n'
+    parser.parse(text.replace(" 2\n", " 7\n").replace(" 4\n", " 8\n"))
+    for got in (parse(text), parser.parse(text)):  # a new series, a cached one
+        sample = got.families[0].samples[0]
+        bucket = got.families[0].histograms[0].buckets[0]
+        quantile = got.families[1].summaries[0].quantiles[0]
+        assert (type(sample), type(bucket), type(quantile)) == (Sample, Bucket, Quantile)
+        assert sample == Sample("h_bucket", (("le", "1"),), 2.0)
+        assert hash(sample) == hash(Sample("h_bucket", (("le", "1"),), 2.0))
+        assert dataclasses.replace(sample, value=3.0) == Sample("h_bucket", (("le", "1"),), 3.0)
+        assert (bucket, quantile) == (Bucket(1.0, 2.0), Quantile(0.5, 4.0))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            sample.value = 5.0  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            bucket.cumulative_count = 5.0  # type: ignore[misc]

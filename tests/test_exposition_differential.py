@@ -14,6 +14,7 @@ both) before comparing:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from pathlib import Path
@@ -31,9 +32,7 @@ from tgi_collector.metrics import Exposition, MetricType, group_histograms, grou
 DATA = Path(__file__).parent / "data"
 REAL_FILES = sorted(DATA.glob("*/*.prom"))
 OPENMETRICS_CASES = sorted(p.parent.name for p in DATA.glob("openmetrics/*/metrics"))
-SETTINGS = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 Flat = list[tuple[str, tuple[tuple[str, str], ...], object]]
 
@@ -127,10 +126,8 @@ def _assert_same_as_prometheus_client(text: str) -> None:
     try:
         expected = _pc_flat(text)
     except Exception:
-        try:
+        with contextlib.suppress(ExpositionError):
             parse(text)
-        except ExpositionError:
-            pass
         return
     if _pc_misreads_a_line(text):
         return
@@ -180,13 +177,15 @@ def test_openmetrics_suite_is_mostly_accepted_with_the_same_samples() -> None:
 # --- generated valid expositions ---------------------------------------------------------------
 
 _BLANKS = st.sampled_from([" ", "  ", "\t", " \t "])
-_LABEL_NAMES = st.from_regex(r"[a-zA-Z][a-zA-Z0-9_]{0,5}", fullmatch=True).filter(
-    lambda n: n not in ("le", "quantile")
-)
-_LABEL_VALUES = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
-_HELP_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20).map(
-    lambda t: t.strip()
-)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+_LABEL_NAMES = st.builds(
+    str.__add__,
+    st.sampled_from(_LOWER + _LOWER.upper()),
+    st.text(_LOWER + "XYZ0123456789_", max_size=5),
+).filter(lambda n: n not in ("le", "quantile"))
+_CHARS = st.characters(codec="utf-8")  # any text but lone surrogates
+_LABEL_VALUES = st.text(_CHARS, max_size=8)
+_HELP_TEXT = st.text(_CHARS, max_size=20).map(lambda t: t.strip())
 
 
 @st.composite
@@ -236,7 +235,7 @@ def _shuffled(draw: st.DrawFn, labels: list[tuple[str, str]]) -> list[tuple[str,
 def _family(draw: st.DrawFn, index: int) -> tuple[list[str], tuple[Any, ...]]:
     """The lines of one family and what they mean: (name, type, help, samples)."""
     kind = draw(st.sampled_from(["counter", "gauge", "histogram", "summary", "untyped", None]))
-    name = f"f{index}_" + draw(st.from_regex(r"[a-z][a-z0-9_:]{0,6}", fullmatch=True))
+    name = f"f{index}_" + draw(st.text(_LOWER + "0123456789_:", max_size=6))
     if kind == "counter" and draw(st.booleans()):
         name += "_total"
     help_text = draw(st.none() | _HELP_TEXT)
@@ -244,14 +243,14 @@ def _family(draw: st.DrawFn, index: int) -> tuple[list[str], tuple[Any, ...]]:
         st.lists(
             st.dictionaries(_LABEL_NAMES, _LABEL_VALUES, max_size=3).map(lambda d: list(d.items())),
             min_size=1,
-            max_size=3,
-            unique_by=lambda pairs: frozenset(pairs),
+            max_size=2,
+            unique_by=frozenset,
         )
     )
     samples: list[tuple[str, tuple[Any, ...]]] = []
     for labels in label_sets:
         if kind == "histogram":
-            bounds = sorted(draw(st.sets(st.floats(-1e6, 1e6), max_size=4))) + [math.inf]
+            bounds = [*sorted(draw(st.sets(st.floats(-1e6, 1e6), max_size=3))), math.inf]
             for bound in bounds:
                 le = ("le", "+Inf" if bound == math.inf else repr(bound))
                 samples.append(draw(_sample_line(name + "_bucket", _shuffled(draw, [*labels, le]))))
@@ -277,7 +276,7 @@ def _family(draw: st.DrawFn, index: int) -> tuple[list[str], tuple[Any, ...]]:
 
 @st.composite
 def _expositions(draw: st.DrawFn) -> tuple[str, list[tuple[Any, ...]]]:
-    families = [draw(_family(i)) for i in range(draw(st.integers(0, 5)))]
+    families = [draw(_family(i)) for i in range(draw(st.integers(0, 4)))]
     families = list(draw(st.permutations(families)))
     lines = []
     for family_lines, _ in families:

@@ -160,14 +160,15 @@ async def test_denied_targets_are_permission_denied(
     assert "169.254" not in raised.value.details()
 
 
-async def test_watch_is_unimplemented_for_now(
+async def test_watch_without_targets_is_invalid_argument(
     stub: collector_pb2_grpc.CollectorServiceStub,
 ) -> None:
     call = stub.Watch(collector_pb2.WatchRequest())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         async for _ in call:
             pass
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details().startswith("targets:")
 
 
 class _BrokenScraper(Scraper):

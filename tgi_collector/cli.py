@@ -1,27 +1,35 @@
 """The ``tgi-collector`` command line (also ``python -m tgi_collector``).
 
 Sub-commands: ``serve`` (the gRPC server), ``collect URL`` (one scrape, no server needed),
-``parse FILE`` (check an exposition) and ``simulate`` (a TGI look-alike to point it at).
-Exit codes: 0 success, 1 the target is down or the file does not parse, 2 bad usage.
+``parse FILE`` (check an exposition), ``simulate`` (a TGI look-alike to point it at), ``watch``
+(a live table from a collector's Watch stream) and ``demo`` (simulator, server and live table).
+Exit codes: 0 success (also Ctrl-C out of ``watch`` and ``demo``), 1 the target is down or the
+file does not parse, 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from tgi_collector import convert
 from tgi_collector._format import format_exposition, format_snapshot
+from tgi_collector._table import WatchBoard, retry_reporter, run_live, terminal_mode
 from tgi_collector._version import __version__
 from tgi_collector.client import CollectorClient
-from tgi_collector.demo import run_demo
+from tgi_collector.demo import MIN_DEMO_INTERVAL_SECONDS, run_demo
 from tgi_collector.errors import CollectorError, ExpositionError, TargetDeniedError
 from tgi_collector.exposition import parse
 from tgi_collector.policy import TargetPolicy
@@ -53,6 +61,27 @@ def _add_scrape_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow link-local targets (refused by default: cloud metadata lives there)",
     )
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
+    return value
+
+
+def _demo_interval(text: str) -> float:
+    value = _non_negative(text)
+    if value < MIN_DEMO_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_DEMO_INTERVAL_SECONDS:g} s")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -123,14 +152,75 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     health_parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
 
+    watch = commands.add_parser(
+        "watch",
+        help="live table of targets, streamed by a collector (Watch)",
+        description=(
+            "Subscribe to a running collector's Watch stream and show a live table per target"
+            " (up/down, queue, batch, req/s, tokens/s, error rate, p50/p99 request latency);"
+            " the stream is resubscribed with backoff when it ends. Ctrl-C exits."
+        ),
+    )
+    watch.add_argument(
+        "--server", default="127.0.0.1:50051", help="collector address (default: %(default)s)"
+    )
+    watch.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="metrics URL of a target, or ID=URL to give it an instance id",
+    )
+    watch.add_argument(
+        "--interval",
+        type=_non_negative,
+        default=0.0,
+        help="seconds between scrapes (default: 0 = the server's default)",
+    )
+    watch.add_argument(
+        "--json",
+        action="store_true",
+        help="print every WatchResponse as one line of JSON (proto field names)",
+    )
+    watch.add_argument(
+        "--heartbeat",
+        type=_non_negative,
+        default=0.0,
+        help="ask for a heartbeat after this many silent seconds (default: none)",
+    )
+    watch.add_argument(
+        "--updates-only", action="store_true", help="skip the immediate first snapshots"
+    )
+    watch.add_argument(
+        "--suppress-unchanged",
+        action="store_true",
+        help="send a target's snapshot only when its values changed",
+    )
+    watch.add_argument(
+        "--count", type=_positive_int, default=None, help="exit after this many snapshots"
+    )
+
     demo = commands.add_parser(
         "demo",
-        help="simulator + server + client in one command",
-        description="Start a simulated TGI and a collector, then Collect through gRPC.",
+        help="simulator + server + live watch in one command",
+        description=(
+            "Start a simulated TGI (following the wall clock) and a collector, then show the"
+            " collector's Watch stream of it as a live table until Ctrl-C."
+        ),
     )
-    demo.add_argument("--listen", default="127.0.0.1:50051", help="default: %(default)s")
-    demo.add_argument("--interval", type=float, default=2.0, help="seconds between Collect calls")
-    demo.add_argument("--count", type=int, default=None, help="stop after this many calls")
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:50051",
+        help="collector address to listen on (default: %(default)s; port 0 for any free one)",
+    )
+    demo.add_argument(
+        "--interval",
+        type=_demo_interval,
+        default=1.0,
+        help="seconds between scrapes (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--count", type=_positive_int, default=None, help="exit after this many snapshots"
+    )
 
     simulate = commands.add_parser(
         "simulate",
@@ -169,6 +259,89 @@ async def _collect(args: argparse.Namespace) -> int:
     else:
         print(format_snapshot(snapshot))
     return 0 if snapshot.up else 1
+
+
+def _watch_target(text: str) -> tuple[str, str]:
+    """``ID=URL`` -> (ID, URL); a plain URL (even one with ``=`` in its query) -> ("", URL)."""
+    head, sep, tail = text.partition("=")
+    if sep and "://" not in head:
+        return head, tail
+    return "", text
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    targets = [_watch_target(text) for text in args.urls]
+    mode = terminal_mode(sys.stdout, json_lines=args.json)
+    interval = f"interval {args.interval:g} s" if args.interval else "server's interval"
+    board = WatchBoard(
+        title=f"tgi-collector watch  {args.server}  {interval}",
+        expected=len(dict.fromkeys(targets)),
+    )
+    async with CollectorClient(args.server) as client:
+        messages = client.watch(
+            targets,
+            interval=args.interval,
+            updates_only=args.updates_only,
+            suppress_unchanged=args.suppress_unchanged,
+            heartbeat=args.heartbeat,
+            on_retry=retry_reporter(board, mode, sys.stderr),
+        )
+        try:
+            await run_live(
+                messages,
+                board,
+                sys.stdout,
+                mode=mode,
+                count=args.count,
+                flush_after=args.interval or 1.0,
+            )
+        except grpc.aio.AioRpcError as exc:
+            print(f"tgi-collector: watch: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+    return 0
+
+
+async def _until_signal(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; SIGINT or SIGTERM cancels it and makes the result 0 (a clean exit)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        task.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Off the main thread (tests) there are no signal handlers: Ctrl-C still works there
+        # as KeyboardInterrupt, which main() maps to 0 for these commands.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, interrupt)
+            installed.append(signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if interrupted:
+            return 0
+        raise
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _run_live_command(work: Coroutine[Any, Any, int]) -> int:
+    """``watch`` and ``demo``: Ctrl-C is the normal way out (exit 0), so is a closed pipe."""
+    try:
+        return asyncio.run(_until_signal(work))
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # `... | head`: the reader left. Point stdout at /dev/null so the interpreter's final
+        # flush does not complain again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 async def _health(args: argparse.Namespace) -> int:
@@ -232,9 +405,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse_file(args)
         if args.command == "health":
             return asyncio.run(_health(args))
+        if args.command in ("watch", "demo") and args.log_level == "INFO":
+            # The live table owns the terminal: routine INFO lines would tear through it
+            # (retries are shown on the table). --log-level DEBUG shows everything.
+            logger.setLevel(logging.WARNING)
+        if args.command == "watch":
+            return _run_live_command(_watch(args))
         if args.command == "demo":
-            asyncio.run(run_demo(listen=args.listen, interval=args.interval, count=args.count))
-            return 0
+            return _run_live_command(
+                run_demo(listen=args.listen, interval=args.interval, count=args.count)
+            )
         config_sim = SimulatorConfig(
             model_id=args.model_id,
             max_input_tokens=args.max_input_tokens,

@@ -8,15 +8,18 @@ and :class:`~tgi_collector.targets.ScrapeOptions`; snapshots are written out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 from google.protobuf import duration_pb2, json_format
 
-from tgi_collector.errors import InvalidRequestError, ScrapeErrorKind
+from tgi_collector.errors import CapacityError, InvalidRequestError, ScrapeErrorKind
 from tgi_collector.metrics import Labels, MetricFamily, MetricType, SummarySeries
 from tgi_collector.snapshot import Snapshot
 from tgi_collector.targets import (
+    DEFAULT_TIMEOUT_SECONDS,
     ScrapeOptions,
     Target,
+    WatchSpec,
     validate_instance_id,
     validate_options,
     validate_url,
@@ -29,16 +32,21 @@ from tgi_collector.tgi import (
     RequestMetrics,
 )
 from tgi_collector.v1 import collector_pb2, snapshot_pb2
+from tgi_collector.window import Window
 
 __all__ = [
+    "WatchLimits",
     "collect_request_from_proto",
     "duration_seconds",
+    "encode_watch_snapshot",
     "families_to_proto",
     "histogram_summaries_to_proto",
     "options_from_proto",
     "snapshot_to_json",
     "snapshot_to_proto",
     "target_from_proto",
+    "watch_request_from_proto",
+    "watch_response_bytes",
 ]
 
 _ERROR_KINDS: Mapping[ScrapeErrorKind, snapshot_pb2.ErrorKind] = {
@@ -98,6 +106,66 @@ def collect_request_from_proto(
     if not request.HasField("target"):
         raise InvalidRequestError("target", "is required")
     return target_from_proto(request.target), options_from_proto(request.options)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchLimits:
+    """The server's bounds on Watch requests (see ``ServerConfig``)."""
+
+    default_interval_seconds: float = 5.0
+    min_interval_seconds: float = 1.0
+    max_interval_seconds: float = 3600.0
+    max_targets: int = 1_000
+
+
+def watch_request_from_proto(request: collector_pb2.WatchRequest, limits: WatchLimits) -> WatchSpec:
+    """Validate a ``WatchRequest``.
+
+    Raises :class:`InvalidRequestError` for a malformed field and :class:`CapacityError` for
+    more targets than the server allows in one stream.
+    """
+    if not request.targets:
+        raise InvalidRequestError("targets", "at least one target is required")
+    if len(request.targets) > limits.max_targets:
+        raise CapacityError(f"targets: at most {limits.max_targets} targets per stream")
+    targets = tuple(
+        target_from_proto(target, field=f"targets[{index}]")
+        for index, target in enumerate(request.targets)
+    )
+    interval = duration_seconds(request.interval, field="interval")
+    if interval == 0:
+        interval = limits.default_interval_seconds
+    elif not limits.min_interval_seconds <= interval <= limits.max_interval_seconds:
+        raise InvalidRequestError(
+            "interval",
+            f"must be between {limits.min_interval_seconds:g} s and"
+            f" {limits.max_interval_seconds:g} s"
+            f" (0 = default {limits.default_interval_seconds:g} s)",
+        )
+    timeout = duration_seconds(request.options.timeout, field="options.timeout")
+    if timeout > interval:
+        raise InvalidRequestError(
+            "options.timeout", f"must not exceed the interval ({interval:g} s)"
+        )
+    heartbeat = duration_seconds(request.heartbeat_interval, field="heartbeat_interval")
+    if heartbeat and not limits.min_interval_seconds <= heartbeat <= limits.max_interval_seconds:
+        raise InvalidRequestError(
+            "heartbeat_interval",
+            f"must be between {limits.min_interval_seconds:g} s and"
+            f" {limits.max_interval_seconds:g} s (0 = no heartbeats)",
+        )
+    options = options_from_proto(request.options)
+    if timeout == 0:
+        # The default deadline shrinks to the interval so that scrapes never overlap.
+        options = replace(options, timeout_seconds=min(DEFAULT_TIMEOUT_SECONDS, interval))
+    return WatchSpec(
+        targets=tuple(dict.fromkeys(targets)),
+        interval_seconds=interval,
+        options=options,
+        updates_only=request.updates_only,
+        suppress_unchanged=request.suppress_unchanged,
+        heartbeat_seconds=heartbeat or None,
+    )
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -225,6 +293,21 @@ def _set_optional(message: object, name: str, value: float | None) -> None:
         setattr(message, name, value)
 
 
+def _window(window: Window) -> snapshot_pb2.Window:
+    message = snapshot_pb2.Window(
+        success_rate=window.success_rate,
+        failure_rate=window.failure_rate,
+        failure_rate_by_err=dict(window.failure_rate_by_err),
+        request_rate=window.request_rate,
+        generated_tokens_rate=window.generated_tokens_rate,
+        input_tokens_rate=window.input_tokens_rate,
+        histograms=histogram_summaries_to_proto(window.histograms),
+        counter_reset=window.counter_reset,
+    )
+    message.duration.FromNanoseconds(round(window.duration_seconds * 1e9))
+    return message
+
+
 def snapshot_to_proto(snapshot: Snapshot) -> snapshot_pb2.Snapshot:
     """The ``Snapshot`` message of a domain snapshot."""
     message = snapshot_pb2.Snapshot(
@@ -249,7 +332,38 @@ def snapshot_to_proto(snapshot: Snapshot) -> snapshot_pb2.Snapshot:
         message.raw_metrics.extend(families_to_proto(snapshot.exposition))
     if snapshot.model is not None:
         message.model_info.CopyFrom(_model_info(snapshot.model))
+    if snapshot.window is not None:
+        message.window.CopyFrom(_window(snapshot.window))
     return message
+
+
+# -- Watch responses as bytes -----------------------------------------------------------------
+# Watch sends pre-serialized ``WatchResponse`` bytes: a tick's snapshot is encoded once and the
+# same bytes go to every subscriber. Protobuf parses concatenated encodings as a merge, so the
+# per-subscriber ``coalesced`` count is appended to the shared bytes rather than re-encoding.
+
+_SYNC_BYTES = collector_pb2.WatchResponse(sync=collector_pb2.SyncMarker()).SerializeToString()
+_HEARTBEAT_BYTES = collector_pb2.WatchResponse(
+    heartbeat=collector_pb2.Heartbeat()
+).SerializeToString()
+
+
+def encode_watch_snapshot(snapshot: Snapshot) -> bytes:
+    """A ``WatchResponse`` carrying ``snapshot``, serialized (done once per tick)."""
+    return collector_pb2.WatchResponse(snapshot=snapshot_to_proto(snapshot)).SerializeToString()
+
+
+def watch_response_bytes(kind: str, payload: bytes = b"", coalesced: int = 0) -> bytes:
+    """The bytes of one Watch message: ``kind`` is ``snapshot``, ``sync`` or ``heartbeat``."""
+    if kind == "snapshot":
+        head = payload
+    elif kind == "sync":
+        head = _SYNC_BYTES
+    else:
+        head = _HEARTBEAT_BYTES
+    if coalesced:
+        return head + collector_pb2.WatchResponse(coalesced=coalesced).SerializeToString()
+    return head
 
 
 def snapshot_to_json(message: snapshot_pb2.Snapshot, *, indent: int | None = 2) -> str:

@@ -1,62 +1,119 @@
-"""``tgi-collector demo``: a simulated TGI, a collector and a client, in one command.
+"""``tgi-collector demo``: a simulated TGI, a collector and a live Watch table, in one command.
 
-It shows the whole path a user would build: the simulator serves ``/metrics``, the gRPC
-server scrapes it on request, and a client calls ``Collect`` over a real socket and prints
-what came back, every ``interval`` seconds.
+It shows the whole path a control plane would use: the simulator serves ``/metrics`` with a
+workload that follows the wall clock, the gRPC server runs a shared scrape loop over it, and a
+client holds a ``Watch`` stream (resubscribing if it ends) and shows every snapshot in the
+live table of ``tgi-collector watch``: rates, error rate and windowed p50/p99 latency.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import shlex
+import sys
+import time
+from typing import TextIO
 
+from tgi_collector._table import Mode, WatchBoard, retry_reporter, run_live, terminal_mode
 from tgi_collector.client import CollectorClient
-from tgi_collector.server import CollectorServer, ServerConfig
+from tgi_collector.server import SERVICE_NAME, CollectorServer, ServerConfig
 from tgi_collector.simulator import SimulatorConfig, TgiSimulator
-from tgi_collector.v1 import snapshot_pb2
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_INSTANCE_ID", "MIN_DEMO_INTERVAL_SECONDS", "connect_hints", "run_demo"]
+
+#: The instance id of the simulated target in the demo's stream.
+DEMO_INSTANCE_ID = "simulated-tgi"
+#: Shortest scrape interval the demo accepts (the server's minimum is lowered to it).
+MIN_DEMO_INTERVAL_SECONDS = 0.1
+# How often the simulated workload catches up with the wall clock.
+_CLOCK_STEP_SECONDS = 0.1
 
 
-def _latency(snapshot: snapshot_pb2.Snapshot, family: str) -> str:
-    for summary in snapshot.histograms:
-        if summary.family == family and not summary.labels and summary.HasField("p50"):
-            return f"p50 {summary.p50 * 1000:.0f} ms  p99 {summary.p99 * 1000:.0f} ms"
-    return "p50 -  p99 -"
+def _client_host(listen: str) -> str:
+    """Where a local client reaches a server listening on ``listen`` (host:port)."""
+    host = listen.rpartition(":")[0]
+    return "127.0.0.1" if host in ("", "0.0.0.0", "[::]", "::") else host
 
 
-def describe(snapshot: snapshot_pb2.Snapshot) -> str:
-    """One line per snapshot: health, counters, queue and end-to-end latency."""
-    if snapshot.health != snapshot_pb2.HEALTH_UP:
-        return f"{snapshot.instance_id}  DOWN  {snapshot.error.message}"
-    requests = snapshot.request_metrics
-    generation = snapshot.generation_metrics
-    return (
-        f"{snapshot.instance_id}  UP  success {requests.success_total:.0f}"
-        f"  failure {requests.failure_total:.0f}  queue {requests.queue_size:.0f}"
-        f"  batch {generation.batch_current_size:.0f}"
-        f"  generated tokens {generation.generated_tokens_total:.0f}"
-        f"  request latency {_latency(snapshot, 'tgi_request_duration')}"
+def connect_hints(address: str, endpoint: str, interval: float) -> list[str]:
+    """How to reach the demo's collector from another terminal (grpcurl, the watch command)."""
+    request = {
+        "targets": [{"instance_id": DEMO_INSTANCE_ID, "endpoint": endpoint}],
+        "interval": f"{interval:g}s",
+    }
+    grpcurl = shlex.join(
+        [
+            "grpcurl", "-plaintext", "-d", json.dumps(request, separators=(",", ":")),
+            address, f"{SERVICE_NAME}/Watch",
+        ]
+    )  # fmt: skip
+    watch = shlex.join(
+        [
+            "tgi-collector", "watch", "--server", address, "--interval", f"{interval:g}",
+            f"{DEMO_INSTANCE_ID}={endpoint}",
+        ]
+    )  # fmt: skip
+    return [f"  try:  {grpcurl}", f"  or:   {watch}"]
+
+
+async def _follow_wall_clock(simulator: TgiSimulator) -> None:
+    """Move the simulator's workload with real time (it only moves when told to)."""
+    last = time.monotonic()
+    while True:
+        await asyncio.sleep(_CLOCK_STEP_SECONDS)
+        now = time.monotonic()
+        simulator.advance(now - last)
+        last = now
+
+
+async def run_demo(
+    *,
+    listen: str,
+    interval: float = 1.0,
+    count: int | None = None,
+    out: TextIO | None = None,
+    mode: Mode | None = None,
+) -> int:
+    """Run the demo until cancelled, or until ``count`` snapshots were shown; returns 0.
+
+    ``mode`` defaults to a refreshing table when ``out`` (stdout) is a terminal, table blocks
+    otherwise.
+    """
+    out = sys.stdout if out is None else out
+    mode = terminal_mode(out) if mode is None else mode
+    config = ServerConfig(
+        listen=listen,
+        grace_seconds=1.0,
+        default_watch_interval_seconds=interval,
+        min_watch_interval_seconds=min(interval, ServerConfig().min_watch_interval_seconds),
     )
-
-
-async def run_demo(*, listen: str, interval: float = 2.0, count: int | None = None) -> None:
-    """Run the demo; ``count`` bounds the number of Collect calls (None: until interrupted)."""
-    async with (
-        TgiSimulator(SimulatorConfig()) as simulator,
-        CollectorServer(ServerConfig(listen=listen, grace_seconds=1.0)) as server,
-    ):
-        host = listen.rpartition(":")[0] or "127.0.0.1"
-        address = f"{host}:{server.port}"
-        print(f"simulated TGI:  {simulator.url}/metrics")
-        print(f"collector gRPC: {address}  (try: grpcurl -plaintext {address} list)")
-        async with CollectorClient(address) as client:
-            done = 0
-            while count is None or done < count:
-                await asyncio.sleep(interval)
-                # The simulator's workload moves only when told to: keep it on wall time.
-                simulator.advance(interval)
-                snapshot = await client.collect(
-                    f"{simulator.url}/metrics", instance_id="simulated-tgi"
+    simulator = TgiSimulator(SimulatorConfig())
+    async with simulator, CollectorServer(config) as server:
+        clock = asyncio.create_task(_follow_wall_clock(simulator), name="demo-wall-clock")
+        try:
+            address = f"{_client_host(listen)}:{server.port}"
+            endpoint = f"{simulator.url}/metrics"
+            header = [
+                f"simulated TGI:  {endpoint}",
+                f"collector gRPC: {address}  (Watch every {interval:g} s; Ctrl-C to stop)",
+                *connect_hints(address, endpoint, interval),
+            ]
+            board = WatchBoard(title="tgi-collector demo", expected=1)
+            if mode == "tty":
+                board.header = tuple(header)  # the screen is redrawn: keep the hints on it
+            else:
+                print("\n".join(header), end="\n\n", file=out, flush=True)
+            async with CollectorClient(address) as client:
+                messages = client.watch(
+                    [(DEMO_INSTANCE_ID, endpoint)],
+                    interval=interval,
+                    on_retry=retry_reporter(board, mode, sys.stderr),
                 )
-                print(describe(snapshot), flush=True)
-                done += 1
+                await run_live(messages, board, out, mode=mode, count=count, flush_after=interval)
+        finally:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+    return 0

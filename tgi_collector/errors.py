@@ -8,6 +8,7 @@ boundary where they are caught, with ``raise ... from exc`` so the cause stays v
     ├── SampleLimitError           an exposition holds more samples than allowed
     ├── InvalidRequestError        a request field is missing or out of range; names the field
     ├── TargetDeniedError          the target is outside the scrape policy
+    ├── CapacityError              a server limit is exhausted (subscribers, targets per stream)
     └── ScrapeError                a target could not be scraped; carries a ScrapeErrorKind
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "CapacityError",
     "CollectorError",
     "ExpositionError",
     "InvalidRequestError",
@@ -61,6 +63,10 @@ class InvalidRequestError(CollectorError):
 
 class TargetDeniedError(CollectorError):
     """The target resolves to an address the scrape policy refuses."""
+
+
+class CapacityError(CollectorError):
+    """A server limit is exhausted: too many subscribers, or too many targets in one stream."""
 
 
 class ScrapeErrorKind(enum.Enum):

@@ -3,42 +3,43 @@
 ``parse(text)`` turns a ``/metrics`` body into :class:`~tgi_collector.metrics.Exposition`.
 :class:`Parser` does the same with a per-target cache, as Prometheus does: the series text of a
 line (everything before the value) maps to its parsed identity, so a series seen in an earlier
-scrape costs a dict lookup and a ``float()``, or nothing at all when its value is unchanged.
+scrape costs a dict lookup and a ``float()``, or nothing when its value is unchanged.
 
-Accepted input is what ``prometheus_client.parser.text_string_to_metric_families`` (0.26)
-accepts, yielding the same samples (name, labels, value; NaN and +/-Inf kept), with these
-normalisations and deliberate differences:
+Every input that ``prometheus_client.parser.text_string_to_metric_families`` (0.26) accepts is
+accepted, with the same samples (name, labels, value, NaN and +/-Inf kept), except a sample
+line without any blank (prometheus_client reads ``nan`` as a sample ``na`` = NaN), and up to
+these normalisations:
 
-* Sample names are kept exactly as on the wire. prometheus_client renames the samples of a
-  ``counter`` family ``x`` to ``x_total`` and strips ``_total`` from counter family names.
-* Families and samples. A ``# TYPE``/``# HELP`` line opens (or reopens) the family it names.
-  A sample joins the open family when its name is one of that family's names: ``F`` for
-  counter, gauge and untyped, ``F_bucket``/``F_count``/``F_sum`` for histogram, ``F``/
-  ``F_count``/``F_sum`` for summary. OpenMetrics ``F_total``/``F_created`` are not among them
-  (in 0.0.4 the TYPE line names the sample itself), as in prometheus_client and Prometheus.
-  Any other sample joins the family named exactly like the sample, created untyped if new, and
-  closes the open family. prometheus_client makes each such sample its own one-sample family;
-  here there is one family per name, so a name that comes back later (not allowed by the
-  spec) continues its first family, as in Prometheus. The last TYPE and HELP of a name win.
-* Types ``unknown``, ``info``, ``stateset``, ``gaugehistogram`` (accepted by
-  prometheus_client) become ``UNTYPED``; any other type is an error.
-* HELP/TYPE lines follow the spec: the first token after ``#`` must be HELP or TYPE, so
-  ``#HELP x y`` is a HELP line (prometheus_client: a comment) and ``#x HELP y z`` a comment
-  (prometheus_client: a HELP line). HELP unescapes ``\\\\`` and ``\\n`` only; a label value
-  unescapes ``\\\\``, ``\\n`` and ``\\"``; other backslashes are kept, as prometheus_client does.
-* Values are Python ``float()`` spellings without ``_`` (``1e3``, ``+Inf``, ``NaN``,
-  ``inf``); hex is rejected. Timestamps become integer milliseconds (a fractional one is
-  truncated, a non-finite one dropped). Tokens after the value: an OpenMetrics exemplar
-  (from a token starting with ``#``) is ignored; otherwise the last token is the timestamp,
-  as prometheus_client reads it.
-* Like prometheus_client, a label with an empty value term (``a{x=} 1``), leading or trailing
-  commas, blanks around ``{``/``=``/``,``, and any text before ``{`` as the name are accepted.
-  Unlike it, a line without whitespace (prometheus_client reads ``inf`` as ``in`` = +Inf) and
-  escapes in unquoted names are errors.
+* Sample names stay as on the wire. prometheus_client renames the samples of a counter ``x``
+  to ``x_total`` and strips ``_total`` from counter family names.
+* Families. A HELP or TYPE line opens the family it names (again, if seen before). A sample
+  joins the open family if its name is one of the family's: ``F`` for counter, gauge and
+  untyped; ``F_bucket``, ``F_count``, ``F_sum`` for histogram; ``F``, ``F_count``, ``F_sum``
+  for summary. OpenMetrics' ``F_total`` and ``F_created`` are not (in 0.0.4 the TYPE line
+  names the sample itself), as in prometheus_client and Prometheus. Any other sample closes
+  the open family and joins the family named like the sample, untyped if new: one family per
+  name, where prometheus_client makes one family per such sample. A name that comes back
+  after other families (the spec forbids it) continues its family, as in Prometheus. The last
+  TYPE and the last HELP of a family win. Types ``unknown``, ``info``, ``stateset`` and
+  ``gaugehistogram`` are ``UNTYPED``; any other type is an error unless a later TYPE line
+  mends it (prometheus_client checks a type only once the family is complete).
+* HELP/TYPE lines are ``#``, blanks, then the keyword, the form both prometheus_client and
+  Prometheus read as such: ``#HELP a b`` and ``#x HELP a b`` are plain comments (the first
+  is a HELP line for Prometheus, the second for prometheus_client). HELP text unescapes
+  ``\\\\`` and ``\\n``; label values also ``\\"``; other backslashes stay, as in
+  prometheus_client.
+* Values are what ``float()`` takes, without ``_`` (``1e3``, ``+Inf``, ``NaN``, ``inf``; no
+  hex). Timestamps are integer milliseconds: a fractional one is truncated, a non-finite one
+  dropped. After the value, an OpenMetrics exemplar (``# {...} v [ts]``) is ignored, and of
+  several other tokens the last is the timestamp, as prometheus_client reads them.
+* Accepted like in prometheus_client: quoted names (``{"a.b"}``), ``{__name__="a"}``, an empty
+  label term (``a{x=} 1`` drops ``x``), leading and trailing commas, blanks around ``{``, ``=``
+  and ``,``, and any text before ``{`` as the name.
 
-Errors raise :class:`~tgi_collector.errors.ExpositionError` with the 1-based line number;
-more than ``max_samples`` samples raise :class:`~tgi_collector.errors.SampleLimitError`, after
-the whole text parsed (as Prometheus, which keeps parsing to count; a parse error wins).
+Malformed input raises :class:`~tgi_collector.errors.ExpositionError` naming the 1-based line;
+more than ``max_samples`` samples raise :class:`~tgi_collector.errors.SampleLimitError` once the
+whole text is parsed (a malformed line wins, as in Prometheus, which parses on to count).
+Nothing else is raised, whatever the input.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import fields
 from operator import attrgetter, itemgetter
 from typing import Any, Final, cast
 
@@ -64,19 +66,20 @@ from tgi_collector.metrics import (
 
 __all__ = ["Parser", "parse"]
 
-_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_PAIR: Final = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)="([^"\\]*)"')
-_PAIR: Final = r'[a-zA-Z_:][a-zA-Z0-9_:]*="[^"\\]*"'
-_SIMPLE_SERIES: Final = re.compile(
-    rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_PAIR}(?:,{_PAIR})*,?)?)\}})?"
-)
+_NAME_PATTERN: Final = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_NAME: Final = re.compile(_NAME_PATTERN)
 # prometheus_client's check of unquoted names, after unescaping: "$" lets one "\n" end them.
-_PC_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_PC_NAME: Final = re.compile(rf"^{_NAME_PATTERN}$")
+_LABEL_PAIR: Final = re.compile(rf'({_NAME_PATTERN})="([^"\\]*)"')
+_PAIR: Final = rf'{_NAME_PATTERN}="[^"\\]*"'
+# The usual series text, name{a="x",b="y"} without escapes or blanks: the fast path.
+_SIMPLE_SERIES: Final = re.compile(rf"({_NAME_PATTERN})(?:\{{((?:{_PAIR}(?:,{_PAIR})*,?)?)\}})?")
 _RESERVED: Final = re.compile(r"__.*$")  # prometheus_client's reserved label names
 _ESCAPE: Final = re.compile(r'\\[\\n"]')
 _HELP_ESCAPE: Final = re.compile(r"\\[\\n]")
 _UNESCAPED: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
 _WS: Final = " \t\n\r\x0b\x0c"  # string.whitespace: token separators of HELP/TYPE lines
+_BLANK: Final = re.compile(f"[{re.escape(_WS)}]")
 _TYPES: Final = {
     **{t.value: t for t in MetricType},
     **dict.fromkeys(("unknown", "info", "stateset", "gaugehistogram"), MetricType.UNTYPED),
@@ -86,29 +89,47 @@ _LE: Final = "le"
 _QUANTILE: Final = "quantile"
 
 _GroupInfo = tuple[str, Labels, Labels, float | None]  # label, labels without it, key, bound
-_Entry = tuple[str, Labels, str, Sample, _GroupInfo | None, Bucket | Quantile | None]
+_Entry = tuple[str, Labels, str | None, Sample, _GroupInfo | None, Bucket | Quantile | None]
 """name, labels, value text, sample, group info, bucket/quantile: one parsed sample line."""
+_NO_SAMPLE: Final = Sample("", (), math.nan)  # in a cached series not given a value yet
 _sample_of: Final = cast(Callable[[_Entry], Sample], itemgetter(3))
 _bound_of: Final = attrgetter("upper_bound")
 _quantile_of: Final = attrgetter("quantile")
 
 
-def _setter(cls: type, field: str) -> Callable[[object, object], None]:
-    return cast(Callable[[object, object], None], cls.__dict__[field].__set__)
+def _twin(cls: type) -> Any:
+    """An unfrozen class with the slots of the frozen dataclass ``cls``."""
+    return type(f"_{cls.__name__}Twin", (), {"__slots__": [f.name for f in fields(cls)]})
 
 
-# A frozen dataclass __init__ costs about a microsecond per object, more than the rest of a
-# cached line; setting the slots through their descriptors builds the same object 2-3x faster.
+# Frozen dataclasses are slow to build: __init__ goes through object.__setattr__, about a
+# microsecond per object here, more than all the rest of a cached line. Plain attribute stores
+# on an unfrozen twin with the same slots are 3-4x faster; then the class is swapped, which
+# CPython allows between classes of one slot layout. The result is an ordinary instance
+# (tests check it equals one built by __init__).
 _new: Final = object.__new__
-_S_NAME, _S_LABELS, _S_VALUE, _S_TS = (
-    _setter(Sample, f) for f in ("name", "labels", "value", "timestamp_ms")
-)
-_B_BOUND, _B_COUNT = _setter(Bucket, "upper_bound"), _setter(Bucket, "cumulative_count")
-_Q_QUANTILE, _Q_VALUE = _setter(Quantile, "quantile"), _setter(Quantile, "value")
+_SampleTwin: Final = _twin(Sample)
+_BucketTwin: Final = _twin(Bucket)
+_QuantileTwin: Final = _twin(Quantile)
 
 
 class _Malformed(Exception):
     """A malformed line; the parse loop adds the line number."""
+
+
+def _item(group: _GroupInfo | None, value: float) -> Bucket | Quantile | None:
+    """The bucket or quantile of a grouped sample's value, if its bound is a number."""
+    if group is None or group[3] is None:
+        return None
+    if group[0] == _LE:
+        bucket = _new(_BucketTwin)
+        bucket.upper_bound, bucket.cumulative_count = group[3], value
+        bucket.__class__ = Bucket
+        return cast(Bucket, bucket)
+    quantile = _new(_QuantileTwin)
+    quantile.quantile, quantile.value = group[3], value
+    quantile.__class__ = Quantile
+    return cast(Quantile, quantile)
 
 
 def _entry(
@@ -120,22 +141,11 @@ def _entry(
     *,
     ts: int | None = None,
 ) -> _Entry:
-    sample = _new(Sample)
-    _S_NAME(sample, name)
-    _S_LABELS(sample, labels)
-    _S_VALUE(sample, value)
-    _S_TS(sample, ts)
-    item: Bucket | Quantile | None = None
-    if group is not None and group[3] is not None:
-        if group[0] == _LE:
-            item = _new(Bucket)
-            _B_BOUND(item, group[3])
-            _B_COUNT(item, value)
-        else:
-            item = _new(Quantile)
-            _Q_QUANTILE(item, group[3])
-            _Q_VALUE(item, value)
-    return (name, labels, vtext, sample, group, item)
+    """A parsed sample line (see ``_Entry``)."""
+    sample = _new(_SampleTwin)
+    sample.name, sample.labels, sample.value, sample.timestamp_ms = name, labels, value, ts
+    sample.__class__ = Sample
+    return (name, labels, vtext, sample, group, _item(group, value))
 
 
 def _group_info(labels: Labels, label: str, keys: dict[Labels, Labels]) -> _GroupInfo:
@@ -168,7 +178,7 @@ def _group_info(labels: Labels, label: str, keys: dict[Labels, Labels]) -> _Grou
 def _guess_group(name: str, labels: Labels, keys: dict[Labels, Labels]) -> _GroupInfo | None:
     """Group info for a series that looks like a bucket or a quantile, else None."""
     for label, _ in labels:
-        if label == _LE and name.endswith("_bucket"):
+        if label == _LE and name[-7:] == "_bucket":
             return _group_info(labels, _LE, keys)
         if label == _QUANTILE:
             return _group_info(labels, _QUANTILE, keys)
@@ -187,6 +197,8 @@ def _number(token: str) -> float | None:
 
 def _plain(labels: Labels) -> bool:
     """Whether fast-path labels need no careful look (no duplicate or reserved names)."""
+    if len(labels) == 1:
+        return labels[0][0][:2] != "__"
     names = {label for label, _ in labels}
     return len(names) == len(labels) and not any(label[:2] == "__" for label in names)
 
@@ -336,24 +348,24 @@ def _parse_meta(text: str) -> tuple[bool, str, Any] | None:
         if keyword == "TYPE":
             raise _Malformed("TYPE line without a metric name")
         return None
-    end = _find_unquoted(body, _WS)
-    end = len(body) if end < 0 else end
+    blank = _BLANK.search(body)
+    end = blank.start() if blank else len(body)
+    if '"' in body[:end]:  # a quoted name may hold blanks
+        end = _find_unquoted(body, _WS)
+        end = len(body) if end < 0 else end
     name, rest = _unquote_name(body[:end]), body[end:]
     if not name:  # prometheus_client ignores a quoted empty name, type and all
         return None
     rest = rest.lstrip(_WS)
     if keyword == "HELP":
         return False, name, _HELP_ESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], rest)
-    kind = _TYPES.get(rest)
-    if kind is None:
-        raise _Malformed(f"unknown metric type {rest!r}")
-    return True, name, kind
+    return True, name, _TYPES.get(rest, rest)  # an unknown type stays a str, see _Family
 
 
 class _Family:
     """A family while it is being parsed."""
 
-    __slots__ = ("allowed", "entries", "help", "name", "type")
+    __slots__ = ("allowed", "bad_type", "entries", "help", "name", "type")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -361,8 +373,13 @@ class _Family:
         self.help: str | None = None
         self.entries: list[_Entry] = []
         self.allowed = frozenset((name,))
+        self.bad_type: tuple[str, int, str] | None = None  # type, line number, line
 
-    def set_type(self, kind: MetricType) -> None:
+    def set_type(self, kind: MetricType | str, lineno: int, line: str) -> None:
+        # prometheus_client checks a type only when it builds the family, so a later TYPE
+        # line may mend an unknown one; an unknown last type is an error after the parse.
+        self.bad_type = (kind, lineno, line) if isinstance(kind, str) else None
+        kind = MetricType.UNTYPED if isinstance(kind, str) else kind
         self.type = kind
         name = self.name
         if kind is MetricType.HISTOGRAM:
@@ -397,7 +414,7 @@ def _group(family: _Family, label: str, items_name: str) -> list[_Series]:
             info, item = entry[4], entry[5]
             if info is None or info[0] != label:  # unusual label mix: not precomputed
                 info = _group_info(entry[1], label, {})
-                item = _entry(name, entry[1], "", entry[3].value, info)[5]
+                item = _item(info, entry[3].value)
             if info[2] is not last_key:  # buckets of one series come in a row, sharing a key
                 last_key = info[2]
                 series = groups.get(last_key)
@@ -419,27 +436,12 @@ def _group(family: _Family, label: str, items_name: str) -> list[_Series]:
     return list(groups.values())
 
 
-def _histograms(family: _Family) -> tuple[HistogramSeries, ...]:
-    out = []
-    for series in _group(family, _LE, family.name + "_bucket"):
-        series.items.sort(key=_bound_of)  # stable, and cheap when already sorted
-        out.append(HistogramSeries(series.labels, tuple(series.items), series.count, series.sum))
-    return tuple(out)
-
-
-def _summaries(family: _Family) -> tuple[SummarySeries, ...]:
-    out = []
-    for series in _group(family, _QUANTILE, family.name):
-        series.items.sort(key=_quantile_of)
-        out.append(SummarySeries(series.labels, tuple(series.items), series.count, series.sum))
-    return tuple(out)
-
-
 class Parser:
     """A text-format parser for one target, with a bounded cache of the series it has seen.
 
     Reuse one Parser for every scrape of the same target (not from two threads at once). The
-    cache holds at most ``cache_size`` series and is emptied when full; 0 disables it.
+    cache holds at most ``cache_size`` series and is emptied when full; with 0 it is emptied
+    after every parse.
     """
 
     def __init__(self, *, cache_size: int = 50_000) -> None:
@@ -449,43 +451,51 @@ class Parser:
         self._cache: dict[str, _Entry] = {}
         self._meta: dict[str, tuple[bool, str, Any] | None] = {}
         self._keys: dict[Labels, Labels] = {}
+        self._numbers: dict[str, float] = {}  # value text -> value: values repeat a lot
 
     def parse(self, text: str, *, max_samples: int | None = None) -> Exposition:
         """Parse one exposition; raises ExpositionError or SampleLimitError only."""
-        get = self._cache.get
-        if not self._cache_size:
-            self._keys.clear()
+        cache, numbers = self._cache, self._numbers
+        get = cache.get
         families: dict[str, _Family] = {}
         entries: list[_Entry] = []
         allowed: frozenset[str] = frozenset()
         lineno, line = 0, ""
         try:
-            for lineno, line in enumerate(text.split("\n"), 1):  # noqa: B007 (used on error)
+            for lineno, line in enumerate(text.split("\n"), 1):
                 key, _, vtext = line.rpartition(" ")
                 entry = get(key)
-                if entry is not None and entry[2] != vtext:
-                    value = _number(vtext)
-                    entry = None if value is None else self._store(key, vtext, value, entry)
                 if entry is None:
-                    entry = self._new_series(line, key, vtext)
-                    if entry is None:
-                        stripped = line.strip()
-                        if not stripped:
-                            continue
-                        meta = self._meta.get(stripped, _UNSEEN)
-                        if meta is _UNSEEN:
-                            meta = self._remember_meta(stripped)
-                        if meta is None:
-                            continue
-                        family = families.get(meta[1])
-                        if family is None:
-                            family = families[meta[1]] = _Family(meta[1])
-                        if meta[0]:
-                            family.set_type(meta[2])
-                        else:
-                            family.help = meta[2]
-                        entries, allowed = family.entries, family.allowed
+                    entry = self._identify(line, key, vtext)
+                    if entry is None:  # a blank line or a comment
+                        family = self._metadata(line, lineno, families)
+                        if family is not None:
+                            entries, allowed = family.entries, family.allowed
                         continue
+                if entry[2] != vtext:  # a new series or a new value
+                    value = numbers.get(vtext)
+                    if value is None:
+                        value = self._number(vtext)
+                    if value is None:  # not a plain number: the careful path says what
+                        entry = self._careful(line.strip(), "", vtext)
+                    else:  # _entry and _item inlined: the hot path of a busy target
+                        sample = _new(_SampleTwin)
+                        sample.name, sample.labels = entry[0], entry[1]
+                        sample.value, sample.timestamp_ms = value, None
+                        sample.__class__ = Sample
+                        group = entry[4]
+                        if group is None or group[3] is None:
+                            item = None
+                        elif group[0] == _LE:
+                            item = _new(_BucketTwin)
+                            item.upper_bound, item.cumulative_count = group[3], value
+                            item.__class__ = Bucket
+                        else:
+                            item = _new(_QuantileTwin)
+                            item.quantile, item.value = group[3], value
+                            item.__class__ = Quantile
+                        entry = (entry[0], entry[1], vtext, sample, group, item)
+                        cache[key] = entry
                 if entry[0] in allowed:
                     entries.append(entry)
                 else:
@@ -496,82 +506,122 @@ class Parser:
                     entries.append(entry)
         except _Malformed as exc:
             raise ExpositionError(str(exc), line_number=lineno, line=line) from None
+        finally:
+            if not self._cache_size:
+                cache.clear()
+                self._keys.clear()
+        for family in families.values():
+            if family.bad_type:
+                kind, lineno, line = family.bad_type
+                raise ExpositionError(
+                    f"unknown metric type {kind!r}", line_number=lineno, line=line
+                )
         if max_samples is not None and max_samples < sum(len(f.entries) for f in families.values()):
             raise SampleLimitError(max_samples)
         return Exposition(tuple(_build(family) for family in families.values()))
 
-    def _store(self, key: str, vtext: str, value: float, old: _Entry) -> _Entry:
-        """A cached series with a new value."""
-        entry = _entry(old[0], old[1], vtext, value, old[4])
-        self._cache[key] = entry
-        return entry
-
-    def _new_series(self, line: str, key: str, vtext: str) -> _Entry | None:
+    def _identify(self, line: str, key: str, vtext: str) -> _Entry | None:
         """Parse a line the cache could not answer; None for a blank or comment line.
 
         A ``series value`` line (one space before a lone value, so ``key`` is the series) is
-        cached. The common case, ``name{a="x",...} value`` without escapes or blanks, takes a
-        regex; everything else the careful path.
+        cached, and returned without a value yet: the parse loop adds it as for any known
+        series with a new value. The common case, ``name{a="x",...} value`` without escapes
+        or blanks, takes a regex; everything else the careful path.
         """
         match = _SIMPLE_SERIES.fullmatch(key)
-        value = _number(vtext) if match is not None else None
-        labels: Labels = ()
-        if value is not None:
-            name, body = match.group(1, 2)  # type: ignore[union-attr]
-            if body:
+        if match is not None and self._number(vtext) is not None:
+            name, body = match.group(1, 2)
+            if not body:
+                return self._remember(key, name, ())
+            if body[-1] == '"' and '",' not in body:  # one label, as in most buckets
+                label, _, quoted = body.partition('="')
+                if label[:2] != "__":
+                    return self._remember(key, name, ((label, quoted[:-1]),))
+            else:
                 labels = tuple(_LABEL_PAIR.findall(body))
-                if (len(labels) > 1 or labels[0][0][:2] == "__") and not _plain(labels):
-                    value = None
-        if value is None:
-            stripped = line.strip()
-            if not stripped or stripped[0] == "#":
-                return None
-            name, labels, rest = _parse_series(stripped)
-            value, ts, tokens = _value_and_timestamp(rest)
-            if ts is not None or tokens != 1 or not self._is_series(key, name, labels):
-                return _entry(
-                    name, labels, vtext, value, _guess_group(name, labels, self._keys), ts=ts
-                )
-        entry = _entry(
-            name, labels, vtext, value, _guess_group(name, labels, self._keys) if labels else None
-        )
-        if self._cache_size:
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-                self._keys.clear()
-            self._cache[key] = entry
+                if _plain(labels):
+                    return self._remember(key, name, labels)
+        stripped = line.strip()
+        if not stripped or stripped[0] == "#":
+            return None
+        return self._careful(stripped, key, vtext)
+
+    def _careful(self, stripped: str, key: str, vtext: str) -> _Entry:
+        """The careful path, for a stripped sample line."""
+        name, labels, rest = _parse_series(stripped)
+        value, ts, tokens = _value_and_timestamp(rest)
+        if ts is None and tokens == 1 and self._is_series(key, name, labels):
+            return self._remember(key, name, labels)
+        return _entry(name, labels, vtext, value, _guess_group(name, labels, self._keys), ts=ts)
+
+    def _remember(self, key: str, name: str, labels: Labels) -> _Entry:
+        """Cache a series, with no value yet (``None`` never equals a value text)."""
+        if self._cache_size and len(self._cache) >= self._cache_size:
+            self._cache.clear()
+            self._keys.clear()
+        entry = (name, labels, None, _NO_SAMPLE, _guess_group(name, labels, self._keys), None)
+        self._cache[key] = entry
         return entry
+
+    def _number(self, vtext: str) -> float | None:
+        """:func:`_number`, remembered."""
+        value = self._numbers.get(vtext)
+        if value is None:
+            value = _number(vtext)
+            if value is not None:
+                if len(self._numbers) >= 4096:
+                    self._numbers.clear()
+                self._numbers[vtext] = value
+        return value
 
     @staticmethod
     def _is_series(key: str, name: str, labels: Labels) -> bool:
-        """Whether ``key`` alone parses to ``ident``, so that ``key + " " + value`` always
-        means that series and the careful parse of such a line can be cached."""
+        """Whether ``key`` alone parses to this series, so that ``key + " " + value`` always
+        means it and the careful parse of such a line can be cached."""
         try:
             name2, labels2, after = _parse_series(key.strip())
         except _Malformed:
             return False
         return not after.strip() and (name2, labels2) == (name, labels)
 
-    def _remember_meta(self, stripped: str) -> tuple[bool, str, Any] | None:
-        meta = _parse_meta(stripped)
-        if len(self._meta) >= 1_000:
-            self._meta.clear()
-        self._meta[stripped] = meta
-        return meta
+    def _metadata(self, line: str, lineno: int, families: dict[str, _Family]) -> _Family | None:
+        """The family a HELP/TYPE line opens (and updates), None for other comment lines."""
+        meta = self._meta.get(line, _UNSEEN)
+        if meta is _UNSEEN:
+            stripped = line.strip()
+            meta = _parse_meta(stripped) if stripped else None
+            if len(self._meta) >= 1_000:
+                self._meta.clear()
+            self._meta[line] = meta
+        if meta is None:
+            return None
+        family = families.get(meta[1])
+        if family is None:
+            family = families[meta[1]] = _Family(meta[1])
+        if meta[0]:
+            family.set_type(meta[2], lineno, line)
+        else:
+            family.help = meta[2]
+        return family
 
 
 def _build(family: _Family) -> MetricFamily:
-    kind = family.type
-    return MetricFamily(
-        name=family.name,
-        type=kind,
-        help=family.help,
-        samples=tuple(map(_sample_of, family.entries)),
-        histograms=_histograms(family) if kind is MetricType.HISTOGRAM else (),
-        summaries=_summaries(family) if kind is MetricType.SUMMARY else (),
-    )
+    histograms: tuple[HistogramSeries, ...] = ()
+    summaries: tuple[SummarySeries, ...] = ()
+    if family.type is MetricType.HISTOGRAM:
+        histograms = tuple(
+            HistogramSeries(s.labels, tuple(sorted(s.items, key=_bound_of)), s.count, s.sum)
+            for s in _group(family, _LE, family.name + "_bucket")
+        )
+    elif family.type is MetricType.SUMMARY:
+        summaries = tuple(
+            SummarySeries(s.labels, tuple(sorted(s.items, key=_quantile_of)), s.count, s.sum)
+            for s in _group(family, _QUANTILE, family.name)
+        )
+    samples = tuple(map(_sample_of, family.entries))
+    return MetricFamily(family.name, family.type, family.help, samples, histograms, summaries)
 
 
 def parse(text: str, *, max_samples: int | None = None) -> Exposition:
     """Parse one exposition with a throwaway :class:`Parser` (see the module docstring)."""
-    return Parser(cache_size=0).parse(text, max_samples=max_samples)
+    return Parser().parse(text, max_samples=max_samples)

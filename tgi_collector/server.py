@@ -4,6 +4,8 @@ This is the only module that imports ``grpc``. Domain errors become status codes
 
 - :class:`~tgi_collector.errors.InvalidRequestError` -> ``INVALID_ARGUMENT`` (names the field)
 - :class:`~tgi_collector.errors.TargetDeniedError` -> ``PERMISSION_DENIED`` (generic message)
+- :class:`~tgi_collector.errors.CapacityError` -> ``RESOURCE_EXHAUSTED`` (too many subscribers or
+  targets, or a subscriber too slow to read its stream)
 - anything unexpected -> ``INTERNAL`` with a generic message; the traceback goes to the log,
   never to the caller, and no handler ever answers ``UNKNOWN``.
 
@@ -16,19 +18,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tgi_collector import convert
-from tgi_collector.errors import InvalidRequestError, TargetDeniedError
+from tgi_collector.errors import CapacityError, InvalidRequestError, TargetDeniedError
+from tgi_collector.hub import EventKind, Hub, Subscription
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.scraper import Scraper
-from tgi_collector.v1 import collector_pb2, collector_pb2_grpc
+from tgi_collector.v1 import collector_pb2
 
 __all__ = ["SERVICE_NAME", "CollectorServer", "ServerConfig", "serve"]
 
@@ -41,68 +43,151 @@ DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024
 # A snapshot with raw metrics of a real TGI is ~150 kB; huge label sets can be far larger.
 DEFAULT_MAX_SEND_BYTES = 64 * 1024 * 1024
 
-_Response = TypeVar("_Response")
-
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """How the server listens and shuts down."""
+    """How the server listens, what it allows, and how it shuts down."""
 
     listen: str = "127.0.0.1:50051"
     grace_seconds: float = 5.0
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
     allow_link_local: bool = False
+    # Watch: a control plane wants seconds, not minutes; below 1 s a TGI scrape is mostly cost.
+    default_watch_interval_seconds: float = 5.0
+    min_watch_interval_seconds: float = 1.0
+    max_watch_interval_seconds: float = 3600.0
+    max_targets_per_watch: int = 1_000
+    max_subscribers: int = 10_000
+    # A subscriber that takes no message for this long is ended with RESOURCE_EXHAUSTED.
+    stall_timeout_seconds: float = 30.0
+
+    @property
+    def watch_limits(self) -> convert.WatchLimits:
+        """The Watch request bounds of this configuration."""
+        return convert.WatchLimits(
+            default_interval_seconds=self.default_watch_interval_seconds,
+            min_interval_seconds=self.min_watch_interval_seconds,
+            max_interval_seconds=self.max_watch_interval_seconds,
+            max_targets=self.max_targets_per_watch,
+        )
 
 
-async def _guarded(
-    context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_Response]]
-) -> _Response:
-    """Run a unary handler body, turning domain errors and bugs into proper status codes."""
+@contextlib.asynccontextmanager
+async def _status_codes(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Turn domain errors and bugs raised inside a handler into proper status codes."""
     try:
-        return await call()
+        yield
     except InvalidRequestError as exc:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except TargetDeniedError:
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED, "target is not allowed by the scrape policy"
         )
+    except CapacityError as exc:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except grpc.aio.AbortError:
         raise
     except Exception:
         logger.exception("unexpected error in handler")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-class _CollectorServicer(collector_pb2_grpc.CollectorServiceServicer):
-    def __init__(self, scraper: Scraper) -> None:
+_EVENT_KINDS = {
+    EventKind.SNAPSHOT: "snapshot",
+    EventKind.SYNC: "sync",
+    EventKind.HEARTBEAT: "heartbeat",
+}
+
+
+class _CollectorServicer:
+    """``CollectorService``: Collect scrapes now; Watch streams from the shared hub."""
+
+    def __init__(self, scraper: Scraper, hub: Hub, config: ServerConfig) -> None:
         self._scraper = scraper
+        self._hub = hub
+        self._config = config
+        self.draining = False
 
-    async def Collect(
+    async def collect(
         self, request: collector_pb2.CollectRequest, context: grpc.aio.ServicerContext
     ) -> collector_pb2.CollectResponse:
-        async def collect() -> collector_pb2.CollectResponse:
+        async with _status_codes(context):
             target, options = convert.collect_request_from_proto(request)
             snapshot = await self._scraper.scrape(target, options)
             return collector_pb2.CollectResponse(snapshot=convert.snapshot_to_proto(snapshot))
+        raise AssertionError("unreachable: _status_codes aborts")  # pragma: no cover
 
-        return await _guarded(context, collect)
-
-    async def Watch(
+    async def watch(
         self, request: collector_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> Any:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Watch is not implemented yet")
+    ) -> None:
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+        async with _status_codes(context):
+            spec = convert.watch_request_from_proto(request, self._config.watch_limits)
+            for target in spec.targets:
+                await self._scraper.check_target(target)
+            subscription = self._hub.subscribe(
+                spec.targets,
+                interval_seconds=spec.interval_seconds,
+                options=spec.options,
+                updates_only=spec.updates_only,
+                suppress_unchanged=spec.suppress_unchanged,
+                heartbeat_seconds=spec.heartbeat_seconds,
+            )
+            async with subscription:
+                await self._stream(subscription, context)
+
+    async def _stream(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> None:
+        stall = self._config.stall_timeout_seconds
+        while (event := await subscription.next()) is not None:
+            data = convert.watch_response_bytes(
+                _EVENT_KINDS[event.kind], event.payload, event.coalesced
+            )
+            try:
+                # A write blocks while the client's flow-control window is full: a client
+                # that stops reading is found here, and only its own stream waits.
+                async with asyncio.timeout(stall):
+                    await context.write(data)
+            except TimeoutError:
+                raise CapacityError(
+                    f"subscriber read nothing for {stall:g} s; it was ended (resubscribe)"
+                ) from None
+
+
+def _add_service(server: grpc.aio.Server, servicer: _CollectorServicer) -> None:
+    # Registered by hand rather than with the generated helper: Watch writes bytes that are
+    # already serialized (one encoding per tick shared by every subscriber), so its response
+    # serializer is the identity.
+    handlers = {
+        "Collect": grpc.unary_unary_rpc_method_handler(
+            servicer.collect,
+            request_deserializer=collector_pb2.CollectRequest.FromString,
+            response_serializer=collector_pb2.CollectResponse.SerializeToString,
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.watch,
+            request_deserializer=collector_pb2.WatchRequest.FromString,
+            response_serializer=None,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 class CollectorServer:
-    """A running collector: the gRPC server, its health service and the shared scraper."""
+    """A running collector: the gRPC server, health, reflection, the scraper and the hub."""
 
     def __init__(self, config: ServerConfig | None = None, *, scraper: Scraper | None = None):
         self.config = config or ServerConfig()
         self._owns_scraper = scraper is None
         self._scraper = scraper or Scraper(
             policy=TargetPolicy(allow_link_local=self.config.allow_link_local)
+        )
+        self.hub = Hub(
+            self._scraper,
+            convert.encode_watch_snapshot,
+            max_subscribers=self.config.max_subscribers,
+            max_targets_per_subscription=self.config.max_targets_per_watch,
         )
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
@@ -112,9 +197,8 @@ class CollectorServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        collector_pb2_grpc.add_CollectorServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            _CollectorServicer(self._scraper), self._server
-        )
+        self._servicer = _CollectorServicer(self._scraper, self.hub, self.config)
+        _add_service(self._server, self._servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [
@@ -139,8 +223,15 @@ class CollectorServer:
         return self.port
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health goes NOT_SERVING, in-flight calls get ``grace`` seconds, then resources close."""
+        """Drain and stop.
+
+        Health goes NOT_SERVING; new Watch calls get UNAVAILABLE; open Watch streams end with
+        OK (clients may resubscribe elsewhere); in-flight Collect calls get ``grace`` seconds;
+        then the scraper closes.
+        """
         await self._health.enter_graceful_shutdown()
+        self._servicer.draining = True
+        await self.hub.aclose()
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
         if self._owns_scraper:
             await self._scraper.aclose()

@@ -13,6 +13,7 @@ from datetime import datetime
 from tgi_collector.errors import ScrapeErrorKind
 from tgi_collector.metrics import Exposition
 from tgi_collector.tgi import ModelInfo, TgiView
+from tgi_collector.window import Window
 
 __all__ = ["ScrapeFailure", "ScrapeStats", "Snapshot"]
 
@@ -37,7 +38,11 @@ class ScrapeStats:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One scrape of one target. ``view`` and ``exposition`` are None when the target is down."""
+    """One scrape of one target. ``view`` and ``exposition`` are None when the target is down.
+
+    ``window`` (what happened since the previous scrape) is filled only by Watch, from the
+    second scrape of a target on.
+    """
 
     instance_id: str
     endpoint: str
@@ -48,3 +53,4 @@ class Snapshot:
     view: TgiView | None = None
     exposition: Exposition | None = None
     model: ModelInfo | None = None
+    window: Window | None = None

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_URL_LENGTH",
     "ScrapeOptions",
     "Target",
+    "WatchSpec",
     "metrics_url",
     "validate_instance_id",
     "validate_options",
@@ -67,6 +68,18 @@ class Target:
         """Scheme and authority of ``url``: where ``/info`` lives."""
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.netloc}"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSpec:
+    """A validated Watch request: which targets, how often, how, and what to send."""
+
+    targets: tuple[Target, ...]
+    interval_seconds: float
+    options: ScrapeOptions
+    updates_only: bool = False
+    suppress_unchanged: bool = False
+    heartbeat_seconds: float | None = None
 
 
 def metrics_url(endpoint: str) -> str:
