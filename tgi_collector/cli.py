@@ -70,6 +70,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -112,6 +119,30 @@ def _build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds in-flight calls get on shutdown (default: %(default)s)",
     )
+    defaults = ServerConfig()
+    watch_group = serve_parser.add_argument_group("Watch limits")
+    watch_group.add_argument(
+        "--default-watch-interval", type=_positive_float,
+        default=defaults.default_watch_interval_seconds,
+        help="interval of a Watch that asks for 0 (default: %(default)s s)",
+    )  # fmt: skip
+    watch_group.add_argument(
+        "--min-watch-interval", type=_positive_float,
+        default=defaults.min_watch_interval_seconds,
+        help="smallest interval a Watch may ask for (default: %(default)s s)",
+    )  # fmt: skip
+    watch_group.add_argument(
+        "--max-subscribers", type=_positive_int, default=defaults.max_subscribers,
+        help="open Watch streams in total (default: %(default)s)",
+    )  # fmt: skip
+    watch_group.add_argument(
+        "--max-targets-per-watch", type=_positive_int, default=defaults.max_targets_per_watch,
+        help="targets in one Watch (default: %(default)s)",
+    )  # fmt: skip
+    watch_group.add_argument(
+        "--stall-timeout", type=_positive_float, default=defaults.stall_timeout_seconds,
+        help="end a subscriber that reads nothing for this long (default: %(default)s s)",
+    )  # fmt: skip
     serve_parser.add_argument(
         "--allow-link-local",
         action="store_true",
@@ -396,6 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 listen=args.listen,
                 grace_seconds=args.grace,
                 allow_link_local=args.allow_link_local,
+                default_watch_interval_seconds=args.default_watch_interval,
+                min_watch_interval_seconds=args.min_watch_interval,
+                max_subscribers=args.max_subscribers,
+                max_targets_per_watch=args.max_targets_per_watch,
+                stall_timeout_seconds=args.stall_timeout,
             )
             asyncio.run(serve(config))
             return 0
