@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from fixture_server import FixtureServer
+from polling import wait_until
 from reference import TGI_REAL
 
 from tgi_collector.client import (
@@ -60,15 +60,6 @@ def _watch_tasks() -> list[asyncio.Task[object]]:
         if not task.done()
         and (task.get_name() == "consume" or any(marker in repr(task) for marker in markers))
     ]
-
-
-async def _until(predicate: object, timeout: float = 3.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        for _ in itertools.count():
-            if predicate():
-                return
-            await asyncio.sleep(0.02)
 
 
 def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
@@ -137,7 +128,7 @@ async def test_watch_yields_snapshots_of_every_target_and_a_sync_marker(
     assert all(s.HasField("window") for s in later)
     assert all(s.window.request_rate >= 0 for s in later)
     # The stream was closed with the iterator: the server released the subscription.
-    await _until(lambda: server.hub.subscriber_count == 0 and server.hub.loop_count == 0)
+    await wait_until(lambda: server.hub.subscriber_count == 0 and server.hub.loop_count == 0)
 
 
 async def test_watch_resubscribes_after_the_server_restarts_on_the_same_port(
@@ -169,7 +160,7 @@ async def test_watch_resubscribes_after_the_server_restarts_on_the_same_port(
     try:
         async with asyncio.timeout(10), CollectorClient(listen) as client:
             consumer = asyncio.create_task(consume(client), name="consume")
-            await _until(lambda: len(received) >= 2)
+            await wait_until(lambda: len(received) >= 2)
             await first_server.stop()  # drain: the open stream ends cleanly (OK)
             stopped_at = loop.time()
             await asyncio.sleep(0.6)  # nothing listens: resubscribes fail with UNAVAILABLE
@@ -208,7 +199,7 @@ async def test_watch_retries_resource_exhausted_until_a_slot_frees(
             on_retry=lambda code, details, delay: retries.append(code),
         )
         pending = asyncio.ensure_future(anext(waiting))
-        await _until(lambda: len(retries) >= 2)
+        await wait_until(lambda: len(retries) >= 2)
         assert set(retries) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert not pending.done()
         await holder.aclose()  # frees the slot
@@ -291,7 +282,7 @@ async def test_cancelling_the_consumer_cancels_the_call(
         with pytest.raises(asyncio.CancelledError):
             await consumer
         # No call, handler, loop or consumer task survives, client side or server side.
-        await _until(lambda: not _watch_tasks())
+        await wait_until(lambda: not _watch_tasks())
         assert server.hub.subscriber_count == 0
         assert server.hub.loop_count == 0
         assert not server.hub.tasks
@@ -312,11 +303,11 @@ async def test_cancelling_during_backoff_leaves_nothing(unused_port: int) -> Non
 
         consumer = asyncio.create_task(consume(), name="consume")
         async with asyncio.timeout(5):
-            await _until(lambda: len(retries) >= 3)  # keeps trying, each bounded by the cap
+            await wait_until(lambda: len(retries) >= 3)  # keeps trying, each bounded by the cap
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
-        await _until(lambda: not _watch_tasks())
+        await wait_until(lambda: not _watch_tasks())
     assert set(retries) == {grpc.StatusCode.UNAVAILABLE}
 
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from fixture_server import FixtureServer
 from google.protobuf import duration_pb2
+from polling import wait_until
 from reference import TGI_REAL, buckets_from_text, histogram_quantile, scalar_from_text
 
 from tgi_collector.hub import LOOP_TASK_PREFIX
@@ -223,9 +224,10 @@ async def test_cancels_and_deadlines_leave_no_loop_or_task(
             while True:
                 await _snapshots(call, 1)
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    async with asyncio.timeout(5):
-        while server.hub.subscriber_count or server.hub.loop_count or _collector_tasks():
-            await asyncio.sleep(0.05)
+    await wait_until(
+        lambda: not (server.hub.subscriber_count or server.hub.loop_count or _collector_tasks()),
+        timeout=5,
+    )
     assert server.hub.tasks == frozenset()
 
 
