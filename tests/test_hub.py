@@ -20,8 +20,9 @@ from fixture_server import FixtureServer
 from reference import SEED_SAMPLE, TGI_REAL
 
 from tgi_collector import convert
-from tgi_collector.errors import CapacityError, ScrapeErrorKind
+from tgi_collector.errors import CapacityError, ScrapeErrorKind, TargetDeniedError
 from tgi_collector.hub import LOOP_TASK_PREFIX, Event, EventKind, Hub, Subscription
+from tgi_collector.policy import DENIED_MESSAGE
 from tgi_collector.scraper import Scraper
 from tgi_collector.simulator import SimulatorConfig, TgiSimulator
 from tgi_collector.snapshot import Snapshot
@@ -289,14 +290,46 @@ async def test_suppress_unchanged_sends_nothing_but_heartbeats_for_a_fixed_body(
     assert fixture_server.hits("/metrics") >= 5  # it kept scraping all along
     assert all(e.coalesced == 0 for e in events)  # suppressed is not coalesced
 
-    # A change goes through, with the window of the change.
-    fixture_server.route("/metrics", body=TGI_REAL.read_text() + "tgi_queue_size 7\n")
-    changed = (await _snapshots(subscription, 1, within=2))[0]
-    view = _snapshot(changed).view
-    assert view is not None
-    assert view.request.queue_size == 7
-    assert _snapshot(changed).window is not None
+    text = TGI_REAL.read_text()
+    # A gauge moves: one snapshot, then silence again.
+    text = text.replace("tgi_queue_size 0", "tgi_queue_size 7")
+    fixture_server.route("/metrics", body=text)
+    changed = _snapshot((await _snapshots(subscription, 1, within=2))[0])
+    assert changed.view is not None
+    assert changed.view.request.queue_size == 7
+    assert (await _events(subscription, 1))[0].kind is EventKind.HEARTBEAT
+
+    # A counter moves: the tick with the increase, then the one whose rates fell back to zero
+    # (same view, but a control plane must see the rate drop), then silence.
+    text = text.replace("tgi_request_success 109", "tgi_request_success 120")
+    fixture_server.route("/metrics", body=text)
+    burst, idle = (_snapshot(e) for e in await _snapshots(subscription, 2, within=2))
+    assert burst.window is not None
+    assert burst.window.success_rate == pytest.approx(11 / interval)
+    assert idle.window is not None
+    assert idle.window.success_rate == 0
+    assert idle.view == burst.view
+    assert (await _events(subscription, 1))[0].kind is EventKind.HEARTBEAT
+
+    # A suppressing subscriber joining the running loop, now without another suppressing one
+    # (the loop tracks content only while someone suppresses): the state at once, then silence.
+    keeper = hub.subscribe([target], interval_seconds=interval, options=OPTIONS)
     subscription.close()
+    await _snapshots(keeper, 2)  # the latest tick, then one made while nobody suppressed
+    late = hub.subscribe(
+        [target],
+        interval_seconds=interval,
+        options=OPTIONS,
+        suppress_unchanged=True,
+        heartbeat_seconds=0.3,
+    )
+    events = await _events(late, 3, within=2)
+    assert [e.kind for e in events] == [EventKind.SNAPSHOT, EventKind.SYNC, EventKind.HEARTBEAT]
+    first = _snapshot(events[0])
+    assert first.window is None
+    assert first.view == idle.view
+    keeper.close()
+    late.close()
 
 
 async def test_heartbeat_on_silence(hub: Hub, fixture_server: FixtureServer) -> None:
@@ -461,6 +494,38 @@ async def test_encode_failure_costs_one_tick_not_the_loop(
     assert not _loop_tasks()
 
 
+async def test_first_payload_encode_failure_waits_for_the_next_tick(
+    scraper: Scraper, fixture_server: FixtureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    failing = False
+
+    def flaky(snapshot: Snapshot) -> bytes:
+        if failing and snapshot.window is None:
+            raise RuntimeError("first payload bug")
+        return encode(snapshot)
+
+    with caplog.at_level(logging.ERROR, logger="tgi_collector.hub"):
+        async with Hub(scraper, flaky) as hub:
+            target = _target(fixture_server.url("/metrics"))
+            running = hub.subscribe([target], interval_seconds=0.1, options=OPTIONS)
+            latest = _snapshot((await _snapshots(running, 3))[-1])
+            assert latest.window is not None
+            failing = True
+            late = hub.subscribe([target], interval_seconds=0.1, options=OPTIONS)
+            async with asyncio.timeout(1):
+                waiting = asyncio.create_task(late.next())
+                await asyncio.sleep(0)  # next() tried the latest tick's first payload: failed
+                failing = False
+                event = await waiting
+            assert event is not None
+            got = _snapshot(event)
+            assert got.window is None
+            assert got.timestamp > latest.timestamp  # the tick after the failed one
+            assert (await _events(late, 1))[0].kind is EventKind.SYNC
+    assert "first payload bug" in caplog.text
+
+
 async def test_scrape_exception_costs_one_tick_not_the_loop(
     fixture_server: FixtureServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -484,6 +549,30 @@ async def test_scrape_exception_costs_one_tick_not_the_loop(
             assert scraper.calls >= 5
     assert all(_snapshot(e).up for e in events)
     assert "scraper bug" in caplog.text
+
+
+async def test_target_refused_later_by_policy_reports_down(
+    fixture_server: FixtureServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refusing(Scraper):
+        async def scrape(self, target: Target, options: ScrapeOptions) -> Snapshot:
+            raise TargetDeniedError(DENIED_MESSAGE)
+
+    with caplog.at_level(logging.WARNING, logger="tgi_collector.hub"):
+        async with Refusing() as scraper, Hub(scraper, encode) as hub:
+            subscription = hub.subscribe(
+                [_target(fixture_server.url("/metrics"))], interval_seconds=0.1, options=OPTIONS
+            )
+            events = await _events(subscription, 3)
+    assert [e.kind for e in events] == [EventKind.SNAPSHOT, EventKind.SYNC, EventKind.SNAPSHOT]
+    for event in (events[0], events[2]):
+        snapshot = _snapshot(event)
+        assert not snapshot.up
+        assert snapshot.error is not None
+        assert snapshot.error.kind is ScrapeErrorKind.CONNECT
+        assert snapshot.error.message == DENIED_MESSAGE
+    assert caplog.text.count("refused by the scrape policy") == 1  # once per episode
+    assert fixture_server.hits("/metrics") == 0
 
 
 # -- caps and lifecycle -------------------------------------------------------------------------

@@ -19,8 +19,10 @@ Subscribe STREAM/SAMPLE and the Kubernetes watch API):
   it (the counter reset rule copes with a target that restarted meanwhile).
 - **Encoded once.** Each tick is encoded once and the same bytes go to every subscriber; a
   subscriber's first snapshot of a target is the tick without its window, encoded lazily, once.
-- **Failures are data.** A down target produces down snapshots. An exception while scraping,
-  windowing or encoding is logged and costs that tick only; the loop carries on.
+- **Failures are data.** A down target produces down snapshots (so does one the scrape policy
+  refuses after subscription, e.g. its name now resolves elsewhere: ``CONNECT``, with the
+  policy's generic message). An exception while scraping, windowing or encoding is logged and
+  costs that tick only; the loop carries on.
 - **Backpressure.** A loop never waits for a subscriber; see :mod:`tgi_collector._subscription`.
 
 Every loop task is named ``tgi-collector-loop:<url>`` (:data:`LOOP_TASK_PREFIX`), and
@@ -42,10 +44,11 @@ from types import TracebackType
 from typing import Self
 
 from tgi_collector._subscription import Event, EventKind, Subscription, _Tick
-from tgi_collector.errors import CapacityError, TargetDeniedError
+from tgi_collector.errors import CapacityError, ScrapeErrorKind, TargetDeniedError
 from tgi_collector.metrics import Exposition
+from tgi_collector.policy import DENIED_MESSAGE
 from tgi_collector.scraper import Scraper
-from tgi_collector.snapshot import Snapshot
+from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
 from tgi_collector.targets import ScrapeOptions, Target
 from tgi_collector.window import Window, compute_window
 
@@ -199,16 +202,25 @@ class _Loop:
         try:
             snapshot = await self._scraper.scrape(target, self._scrape_options)
         except TargetDeniedError:
-            # The server checked the target at subscribe time: its address changed since.
-            # Not a bug, and not an error kind of a snapshot: say it once per episode.
+            # The server checked the target at subscribe time: its address changed since. A
+            # stream must not go silent about a target, so it reports it down, like a host
+            # that cannot be connected to, with the policy's generic message.
             if not self._denied:
-                logger.warning("%s is now refused by the scrape policy; not scraped", target.url)
+                logger.warning("%s is now refused by the scrape policy", target.url)
             self._denied = True
-            return
+            snapshot = Snapshot(
+                instance_id=target.instance_id or target.url,
+                endpoint=target.url,
+                timestamp=datetime.now(UTC),
+                up=False,
+                stats=ScrapeStats(0.0, 0, 0),
+                error=ScrapeFailure(ScrapeErrorKind.CONNECT, DENIED_MESSAGE),
+            )
         except Exception:
             logger.exception("scraping %s failed unexpectedly", target.url)
             return
-        self._denied = False
+        else:
+            self._denied = False
         try:
             self._publish(snapshot, tick, initial=initial)
         except Exception:
