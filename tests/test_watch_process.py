@@ -76,10 +76,10 @@ async def test_a_stuck_subscriber_is_ended_and_nothing_else_suffers(
 ) -> None:
     """A subscriber that never reads: others keep their lag, memory stays flat, it is ended.
 
-    Snapshots carry raw metrics (about 200 kB each) every 0.2 s for over 60 s: kept for the
-    stuck subscriber, they would add up to about 60 MB.
+    Snapshots carry raw metrics (about 100 kB each) every 0.2 s for 60 s: kept for the stuck
+    subscriber, they would add up to about 30 MB.
     """
-    interval, stall, duration = 0.2, 62.0, 60.0
+    interval, stall, duration = 0.2, 15.0, 60.0
     fixture_server.route("/metrics", body=TGI_REAL)
     server = await _start_server(unused_port, "--stall-timeout", str(stall))
     stopper.append(server)
@@ -108,15 +108,17 @@ async def test_a_stuck_subscriber_is_ended_and_nothing_else_suffers(
         settled = rss[len(rss) // 4]
         print(f"server RSS {settled / 1e6:.1f} MB after warm-up, {rss[-1] / 1e6:.1f} MB at end")
         assert rss[-1] - settled < 20e6, rss
-        # The stuck subscriber is ended with RESOURCE_EXHAUSTED once it reads at last; what it
-        # finds buffered before that is bounded by flow control, not by the minutes it slept.
+        # The stuck subscriber was ended with RESOURCE_EXHAUSTED (its transport buffers filled,
+        # then it read nothing for `stall` s); what it finds buffered is bounded by HTTP/2 flow
+        # control, far from every tick of the minute it slept.
         received = 0
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async with asyncio.timeout(stall + 30):
                 while (await stuck.read()) is not grpc.aio.EOF:
                     received += 1
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert received < duration / interval / 4, received
+        print(f"stuck subscriber found {received} messages buffered, then its status")
+        assert received < duration / interval / 2, received
     server.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(server.wait(), timeout=20) == 0
 
