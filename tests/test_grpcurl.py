@@ -100,3 +100,29 @@ async def test_bad_request_status_over_grpcurl(address: str) -> None:
     assert code != 0
     assert "InvalidArgument" in err
     assert "target.endpoint" in err
+
+
+async def test_watch_with_max_time(address: str, fixture_server: FixtureServer) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    request = {
+        "targets": [{"instance_id": "tgi-a", "endpoint": fixture_server.url("/metrics")}],
+        "interval": "1s",
+        "options": {"omit_raw_metrics": True},
+    }
+    code, out, err = await _run(
+        "-plaintext", "-max-time", "2.5", "-d", json.dumps(request), address,
+        "tgi_collector.v1.CollectorService/Watch",
+    )  # fmt: skip
+    # -max-time ends the call from the client side: grpcurl reports DeadlineExceeded.
+    assert code != 0
+    assert "DeadlineExceeded" in err
+    decoder, messages, position = json.JSONDecoder(), [], 0
+    while out[position:].strip():
+        message, position = decoder.raw_decode(out, len(out) - len(out[position:].lstrip()))
+        messages.append(message)
+    snapshots = [m["snapshot"] for m in messages if "snapshot" in m]
+    assert {"sync": {}} in messages
+    assert len(snapshots) >= 2  # the immediate one, then at least one tick
+    assert snapshots[0]["request_metrics"]["success_total"] == 109
+    assert "window" not in snapshots[0]
+    assert "window" in snapshots[-1]
