@@ -1,0 +1,221 @@
+"""The syntax of single lines of the Prometheus text format, read the careful way.
+
+The parser's fast path (:mod:`tgi_collector.exposition`) handles the usual line with a split
+and a cache lookup; everything else comes here: escapes, quoted names, blanks inside braces,
+timestamps and exemplars, HELP and TYPE lines. The rules follow what prometheus_client 0.26
+accepts (see the exposition module's docstring for the differences). Each function raises
+:class:`Malformed` on bad input; the parse loop adds the line number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Final
+
+from tgi_collector.metrics import Labels, MetricType
+
+__all__ = [
+    "Malformed",
+    "is_plain",
+    "parse_meta",
+    "parse_number",
+    "parse_series",
+    "value_and_timestamp",
+]
+
+_NAME_PATTERN: Final = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_NAME: Final = re.compile(_NAME_PATTERN)
+# prometheus_client's check of unquoted names, after unescaping: "$" lets one "\n" end them.
+_PC_NAME: Final = re.compile(rf"^{_NAME_PATTERN}$")
+_RESERVED: Final = re.compile(r"__.*$")  # prometheus_client's reserved label names
+_ESCAPE: Final = re.compile(r'\\[\\n"]')
+_HELP_ESCAPE: Final = re.compile(r"\\[\\n]")
+_UNESCAPED: Final = {"\\\\": "\\", "\\n": "\n", '\\"': '"'}
+_WS: Final = " \t\n\r\x0b\x0c"  # string.whitespace: token separators of HELP/TYPE lines
+_BLANK: Final = re.compile(f"[{re.escape(_WS)}]")
+_TYPES: Final = {
+    **{t.value: t for t in MetricType},
+    **dict.fromkeys(("unknown", "info", "stateset", "gaugehistogram"), MetricType.UNTYPED),
+}
+
+
+class Malformed(Exception):
+    """A malformed line; the parse loop adds the line number."""
+
+
+def parse_number(token: str) -> float | None:
+    """A value as prometheus_client reads it: ``float()``, but no ``_`` digit separators."""
+    if "_" in token:
+        return None
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def is_plain(labels: Labels) -> bool:
+    """Whether fast-path labels need no careful look (no duplicate or reserved names)."""
+    if len(labels) == 1:
+        return labels[0][0][:2] != "__"
+    names = {label for label, _ in labels}
+    return len(names) == len(labels) and not any(label[:2] == "__" for label in names)
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether ``text[index]`` follows an odd number of backslashes."""
+    start = index
+    while start > 0 and text[start - 1] == "\\":
+        start -= 1
+    return (index - start) % 2 == 1
+
+
+def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
+    """Index of the first of ``chars`` outside double quotes, or -1."""
+    in_quotes = False
+    for index in range(start, len(text)):
+        char = text[index]
+        if char == '"' and not _escaped(text, index):
+            in_quotes = not in_quotes
+        elif not in_quotes and char in chars:
+            return index
+    return -1
+
+
+def _closing_quote(text: str) -> int:
+    """Index of the unescaped quote closing ``text[0] == '"'``, or -1."""
+    index = text.find('"', 1)
+    while index > 0 and _escaped(text, index):
+        index = text.find('"', index + 1)
+    return index
+
+
+def _unescape(text: str) -> str:
+    return _ESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], text) if "\\" in text else text
+
+
+def _unquote_name(term: str) -> str:
+    """A metric or label name token as prometheus_client reads it: stripped, then unquoted
+    and unescaped; an unquoted one must be a valid name."""
+    term = term.strip()
+    if term[:1] == '"':
+        if len(term) < 2 or term[-1] != '"':
+            raise Malformed(f"missing closing quote in name {term!r}")
+        return _unescape(term[1:-1])
+    term = _unescape(term)
+    if not _PC_NAME.match(term):
+        raise Malformed(f"invalid name {term!r}")
+    return term
+
+
+def _parse_labels(body: str) -> dict[str, str]:
+    """The inside of ``{...}``, term by term as prometheus_client splits it."""
+    labels: dict[str, str] = {}
+    rest = body.strip()
+    while rest:
+        if rest[0] == ",":
+            rest = rest[1:]
+            if rest[:1] == ",":
+                raise Malformed("two commas in a row in label set")
+        split = _find_unquoted(rest, "=,}")
+        if split >= 0 and rest[split] == "=":
+            name_term, rest = rest[:split], rest[split + 1 :]
+            split = _find_unquoted(rest, ",}")
+        else:
+            name_term = '"__name__"'  # a bare (quoted) term is the metric name
+        if split < 0:
+            split = len(rest)
+        term, rest = rest[:split].strip(), rest[split:].strip()
+        if not term:
+            continue
+        name = _unquote_name(name_term)
+        if term[0] != '"' or _closing_quote(term) != len(term) - 1:
+            raise Malformed(f"label value of {name!r} is not one quoted string")
+        if name == "__name__" and len(term) == 2:
+            raise Malformed("empty metric name")
+        if name != "__name__" and _RESERVED.match(name):
+            raise Malformed(f"reserved label name {name!r}")
+        if name in labels:
+            raise Malformed(f"duplicate label name {name!r}")
+        labels[name] = _unescape(term[1:-1])
+    return labels
+
+
+def parse_series(text: str) -> tuple[str, Labels, str]:
+    """Split a stripped sample line into name, labels and the text after them."""
+    brace = _find_unquoted(text, "{")
+    if brace < 0 or " # " in text[:brace]:
+        match = _NAME.match(text)
+        end = match.end() if match else 0
+        if not end or (end < len(text) and not text[end].isspace()):
+            raise Malformed("invalid metric name")
+        return text[:end], (), text[end:]
+    close = _find_unquoted(text, "}", brace)
+    if close < 0:
+        raise Malformed("label set without closing brace")
+    labels = _parse_labels(text[brace + 1 : close])
+    name = text[:brace].strip()
+    if "__name__" in labels:
+        if name:
+            raise Malformed("metric name given twice")
+        name = labels.pop("__name__")
+    elif not name:
+        raise Malformed("missing metric name")
+    return name, tuple(labels.items()), text[close + 1 :]
+
+
+def _timestamp(token: str) -> int | None:
+    if "_" not in token:
+        try:
+            return int(token)
+        except ValueError:
+            pass
+    value = parse_number(token)
+    if value is None:
+        raise Malformed(f"invalid timestamp {token!r}")
+    return int(value) if math.isfinite(value) else None
+
+
+def value_and_timestamp(rest: str) -> tuple[float, int | None, int]:
+    """Value, timestamp and token count of the text after the series."""
+    tokens = rest.split()
+    if not tokens:
+        raise Malformed("missing value")
+    value = parse_number(tokens[0])
+    if value is None:
+        raise Malformed(f"invalid value {tokens[0]!r}")
+    count = len(tokens)
+    for index in range(1, count - 1):
+        if tokens[index] == "#" and tokens[index + 1][0] == "{":  # an OpenMetrics exemplar
+            try:
+                return value, _timestamp(tokens[index - 1]) if index > 1 else None, count
+            except Malformed:  # prometheus_client reads the last token; be as lenient
+                return value, None, count
+    return value, _timestamp(tokens[-1]) if count > 1 else None, count
+
+
+def parse_meta(text: str) -> tuple[bool, str, Any] | None:
+    """``(is_type, name, type or help)`` of a HELP/TYPE line, None for other comments."""
+    if text[1:2] not in _WS or len(text) < 2:  # "#HELP" is a comment for prometheus_client
+        return None
+    body = text[1:].lstrip(_WS)
+    keyword = body[:4]
+    if keyword not in ("HELP", "TYPE") or body[4:5] not in _WS:
+        return None
+    body = body[4:].lstrip(_WS)
+    if not body:
+        if keyword == "TYPE":
+            raise Malformed("TYPE line without a metric name")
+        return None
+    blank = _BLANK.search(body)
+    end = blank.start() if blank else len(body)
+    if '"' in body[:end]:  # a quoted name may hold blanks
+        end = _find_unquoted(body, _WS)
+        end = len(body) if end < 0 else end
+    name, rest = _unquote_name(body[:end]), body[end:]
+    if not name:  # prometheus_client ignores a quoted empty name, type and all
+        return None
+    rest = rest.lstrip(_WS)
+    if keyword == "HELP":
+        return False, name, _HELP_ESCAPE.sub(lambda m: _UNESCAPED[m.group(0)], rest)
+    return True, name, _TYPES.get(rest, rest)  # an unknown type stays a str, see _Family
