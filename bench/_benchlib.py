@@ -30,6 +30,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tgi_collector.client import CollectorClient
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "tgi" / "tgi-3.3-real.prom"
 INFO = b'{"model_id":"bench/model","model_sha":"0","model_dtype":"torch.float16","version":"3.3.0"}'
@@ -100,14 +102,16 @@ def start_targets(count: int, max_seconds: float) -> tuple[subprocess.Popen, lis
     return proc, json.loads(line)
 
 
+def spawn(command: Sequence[str], log: Path) -> subprocess.Popen:
+    """Start ``command`` with stdout and stderr appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+
+
 async def start_collector(port: int, *args: str, log: Path) -> subprocess.Popen:
     """Start ``python -m tgi_collector serve`` on 127.0.0.1:port; return once SERVING."""
-    from tgi_collector.client import CollectorClient
-
     command = [sys.executable, "-m", "tgi_collector", "--log-level", "WARNING", "serve"]
-    command += ["--listen", f"127.0.0.1:{port}", *args]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    proc = spawn([*command, "--listen", f"127.0.0.1:{port}", *args], log)
     async with CollectorClient(f"127.0.0.1:{port}") as client:
         for _ in range(150):  # 15 s at most
             if proc.poll() is not None:
@@ -166,7 +170,11 @@ class _Target(asyncio.Protocol):
                 self._stats.info += 1
             elif path == b"/stats":
                 stats = self._stats
-                doc = {"metrics": stats.metrics, "info": stats.info, "connections": stats.connections}
+                doc = {
+                    "metrics": stats.metrics,
+                    "info": stats.info,
+                    "connections": stats.connections,
+                }
                 if target.endswith(b"?times"):
                     doc["times"] = list(stats.times)
                 self._transport.write(_response(json.dumps(doc).encode(), "application/json"))
@@ -182,7 +190,9 @@ async def _serve_targets(count: int, max_seconds: float) -> None:
     metrics = _response(DATA.read_bytes(), "text/plain; version=0.0.4")
     info = _response(INFO, "application/json")
     servers = [
-        await loop.create_server(lambda: _Target(stats, metrics, info), "127.0.0.1", 0, backlog=1024)
+        await loop.create_server(
+            lambda: _Target(stats, metrics, info), "127.0.0.1", 0, backlog=1024
+        )
         for _ in range(count)
     ]
     print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)

@@ -55,7 +55,9 @@ from tgi_collector.v1 import collector_pb2_grpc
 Record = tuple[int, float, float, int]  # tick (ns), receipt, scrape duration, coalesced
 
 
-async def _read(call: grpc.aio.UnaryStreamCall, records: list[Record], first: asyncio.Event) -> None:
+async def _read(
+    call: grpc.aio.UnaryStreamCall, records: list[Record], first: asyncio.Event
+) -> None:
     """Record every snapshot of one stream until it is cancelled."""
     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
         async for response in call:
@@ -91,7 +93,10 @@ async def run(args: argparse.Namespace, subscribers: int, log: Path) -> dict[str
         records: list[list[Record]] = [[] for _ in range(subscribers)]
         firsts = [asyncio.Event() for _ in range(subscribers)]
         calls = [stubs[i % count].Watch(request) for i in range(subscribers)]
-        tasks = [asyncio.create_task(_read(c, r, f)) for c, r, f in zip(calls, records, firsts)]
+        tasks = [
+            asyncio.create_task(_read(c, r, f))
+            for c, r, f in zip(calls, records, firsts, strict=True)
+        ]
         async with asyncio.timeout(60):
             for event in firsts:
                 await event.wait()
@@ -101,7 +106,7 @@ async def run(args: argparse.Namespace, subscribers: int, log: Path) -> dict[str
         t1, cpu1, client1 = time.time(), cpu_seconds(collector.pid), time.process_time()
         rss, hwm = memory_mib(collector.pid)
         await asyncio.sleep(2 * args.interval + 0.5)  # the last ticks of the window arrive
-        stats = http_json(ports[0], "/stats?times")
+        stats = await asyncio.to_thread(http_json, ports[0], "/stats?times")
     finally:
         for task in tasks:
             task.cancel()
@@ -178,13 +183,15 @@ def main() -> int:
     raw = "with" if args.raw else "without"
     print(f"one target (real TGI scrape), interval {args.interval:g} s, {args.seconds} s window,")
     print(f"{args.channels} channels, raw metrics {raw}; collector log: {log}")
-    print(f"{'':26}" + "".join(f"{int(r['subscribers']):>12,}" for r in results) + "       ratio")
+    columns = "".join(f"{int(r['subscribers']):>12,}" for r in results)
+    print(f"{'subscribers':26}{columns}" + ("       ratio" if len(results) > 1 else ""))
     for key in results[-1]:
         if key == "subscribers":
             continue
         cells = "".join(f"{r[key]:12,.1f}" for r in results)
         ratio = results[-1][key] / results[0][key] if len(results) > 1 and results[0][key] else 0
-        shown = f"{ratio:10.1f}x" if "lag" in key or "CPU" in key or "RSS" in key else ""
+        wanted = ratio and ("lag" in key or "CPU" in key or "RSS" in key)
+        shown = f"{ratio:10.1f}x" if wanted else ""
         print(f"{key:26}{cells}{shown}")
     final = results[-1]
     every = final["missing"] == 0 and final["ticks"] > 0

@@ -34,13 +34,13 @@ import contextlib
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from subprocess import Popen
 
 import grpc
 from _benchlib import (
@@ -49,6 +49,7 @@ from _benchlib import (
     http_json,
     memory_mib,
     percentile,
+    spawn,
     start_collector,
     start_targets,
     stop,
@@ -66,29 +67,35 @@ class Window:
     def __init__(self, pid: int, targets_pid: int, stats_port: int) -> None:
         self.pid, self.targets_pid, self.stats_port = pid, targets_pid, stats_port
 
-    def __enter__(self) -> Window:
-        self.t0, self.cpu0 = time.time(), cpu_seconds(self.pid)
-        self.tcpu0, self.stats0 = cpu_seconds(self.targets_pid), http_json(self.stats_port, "/stats")
+    def _sample(self) -> tuple[float, float, float, dict]:
+        stats = http_json(self.stats_port, "/stats")  # blocking: called in a thread
+        return time.time(), cpu_seconds(self.pid), cpu_seconds(self.targets_pid), stats
+
+    async def __aenter__(self) -> Window:
+        self.t0, self.cpu0, self.tcpu0, self.stats0 = await asyncio.to_thread(self._sample)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.t1, self.cpu1 = time.time(), cpu_seconds(self.pid)
-        self.tcpu1, self.stats1 = cpu_seconds(self.targets_pid), http_json(self.stats_port, "/stats")
+    async def __aexit__(self, *exc: object) -> None:
+        self.t1, self.cpu1, self.tcpu1, self.stats1 = await asyncio.to_thread(self._sample)
         self.rss = memory_mib(self.pid)[0]
 
     def figures(self) -> dict[str, float]:
         scrapes = self.stats1["metrics"] - self.stats0["metrics"]
+        seconds = self.t1 - self.t0
         return {
             "scrapes": scrapes,
             "cpu_us": (self.cpu1 - self.cpu0) * 1e6 / max(1, scrapes),
-            "cpu_pct": (self.cpu1 - self.cpu0) * 100 / (self.t1 - self.t0),
+            "cpu_pct": (self.cpu1 - self.cpu0) * 100 / seconds,
             "rss": self.rss,
-            "targets_cpu_pct": (self.tcpu1 - self.tcpu0) * 100 / (self.t1 - self.t0),
-            "new_connections": self.stats1["connections"] - self.stats0["connections"],
+            "targets_cpu_pct": (self.tcpu1 - self.tcpu0) * 100 / seconds,
+            # minus 1: the connection of the second /stats request itself
+            "new_connections": self.stats1["connections"] - self.stats0["connections"] - 1,
         }
 
 
-async def _read(call: grpc.aio.UnaryStreamCall, records: list[Record], coalesced: list[int]) -> None:
+async def _read(
+    call: grpc.aio.UnaryStreamCall, records: list[Record], coalesced: list[int]
+) -> None:
     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
         async for response in call:
             now = time.time()
@@ -96,10 +103,13 @@ async def _read(call: grpc.aio.UnaryStreamCall, records: list[Record], coalesced
             if response.WhichOneof("event") == "snapshot":
                 snap = response.snapshot
                 tick = snap.timestamp.ToNanoseconds()
-                records.append((snap.instance_id, tick, now, snap.health == snapshot_pb2.HEALTH_UP))
+                up = snap.health == snapshot_pb2.HEALTH_UP
+                records.append((snap.instance_id, tick, now, up))
 
 
-async def collector_phase(args: argparse.Namespace, ports: list[int], targets: subprocess.Popen, log: Path) -> dict[str, float]:  # fmt: skip
+async def collector_phase(
+    args: argparse.Namespace, ports: list[int], targets: Popen, log: Path
+) -> dict[str, float]:
     n, port = len(ports), free_port()
     proc = await start_collector(
         port,
@@ -118,7 +128,7 @@ async def collector_phase(args: argparse.Namespace, ports: list[int], targets: s
             try:
                 await asyncio.sleep(args.warmup)
                 start_coalesced = coalesced[0]
-                with Window(proc.pid, targets.pid, ports[0]) as window:
+                async with Window(proc.pid, targets.pid, ports[0]) as window:
                     await asyncio.sleep(args.seconds)
                 await asyncio.sleep(2 * args.interval + 0.5)  # the window's last ticks arrive
             finally:
@@ -151,49 +161,61 @@ def _query(port: int, expr: str) -> float:
     return float(result[0]["value"][1]) if result else math.nan
 
 
-async def prometheus_phase(args: argparse.Namespace, ports: list[int], targets: subprocess.Popen, tmp: Path) -> dict[str, float]:  # fmt: skip
-    n, port = len(ports), free_port()
-    config = tmp / f"prometheus-{n}.yml"
-    interval = f"{round(args.interval * 1000)}ms"
-    config.write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "global": {"scrape_interval": interval, "scrape_timeout": interval},
-                "scrape_configs": [
-                    {"job_name": "tgi", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}  # fmt: skip
-                ],
-            }
+def _interval_p99(port: int) -> float:
+    """p99 of the actual intervals between Prometheus's scrapes, from its own /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("prometheus_target_interval_length_seconds{") and '"0.99"' in line:
+                return float(line.rpartition(" ")[2])
+    return math.nan
+
+
+def _start_prometheus(ports: list[int], interval: float, tmp: Path) -> tuple[Popen, int, Path]:
+    """Start Prometheus scraping ``ports``; return it, its web port, its storage, once ready."""
+    port, data, config = free_port(), tmp / f"data-{len(ports)}", tmp / "prometheus.yml"
+    every = f"{round(interval * 1000)}ms"
+    job = {"job_name": "tgi", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}
+    config.write_text(  # JSON is YAML
+        json.dumps(
+            {"global": {"scrape_interval": every, "scrape_timeout": every}, "scrape_configs": [job]}
         )
     )
-    data = tmp / f"data-{n}"
-    command = [
-        "prometheus",
-        f"--config.file={config}",
-        f"--storage.tsdb.path={data}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    with (tmp / "prometheus.log").open("ab") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    proc = spawn(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        tmp / "prometheus.log",
+    )
+    for _ in range(300):  # 30 s at most
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1).close()
+            return proc, port, data
+        if proc.poll() is not None:
+            raise RuntimeError(f"prometheus exited ({proc.returncode}); see {tmp}")
+        time.sleep(0.1)
+    stop(proc)
+    raise RuntimeError(f"prometheus not ready in 30 s; see {tmp}")
+
+
+async def prometheus_phase(
+    args: argparse.Namespace, ports: list[int], targets: Popen, tmp: Path
+) -> dict[str, float]:
+    proc, port, data = await asyncio.to_thread(_start_prometheus, ports, args.interval, tmp)
     try:
-        for _ in range(300):  # 30 s at most
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1):
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited ({proc.returncode}); see {tmp}")
-            await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"prometheus not ready in 30 s; see {tmp}")
         await asyncio.sleep(args.warmup)
-        with Window(proc.pid, targets.pid, ports[0]) as window:
+        async with Window(proc.pid, targets.pid, ports[0]) as window:
             await asyncio.sleep(args.seconds)
-        p99 = 'prometheus_target_interval_length_seconds{quantile="0.99"}'
-        extra = {"interval_p99_ms": _query(port, p99) * 1e3, "up": _query(port, "sum(up)")}
+        late, up = await asyncio.gather(
+            asyncio.to_thread(_interval_p99, port), asyncio.to_thread(_query, port, "sum(up)")
+        )
     finally:
         stop(proc)
         shutil.rmtree(data, ignore_errors=True)
-    return window.figures() | extra
+    return window.figures() | {"interval_p99_ms": late * 1e3, "up": up}
 
 
 async def run(args: argparse.Namespace, n: int, tmp: Path) -> dict[str, dict[str, float]]:
@@ -224,10 +246,10 @@ def _row(n: int, result: dict[str, dict[str, float]], interval: float) -> str:
 
 
 HEADER = (
-    "    N | coll µs/ | prom µs/ | ratio | coll p50 | coll p99 lateness  | miss. | coal | coll  | prom  "
-    "| coll   | prom   | prom int | targ  | new\n"
-    "      |  scrape  |  scrape  | c/p   | late ms  | ms (% of interval) | ticks |      | CPU   | CPU   "
-    "| RSS MiB| RSS MiB| p99-1s ms| CPU   | conns"
+    "    N | coll µs/ | prom µs/ | ratio | coll p50 | coll p99 lateness  | miss. | coal "
+    "| coll  | prom  | coll   | prom   | prom int | targ  | new\n"
+    "      |  scrape  |  scrape  | c/p   | late ms  | ms (% of interval) | ticks |      "
+    "| CPU   | CPU   | RSS MiB| RSS MiB| p99-1s ms| CPU   | conns"
 )
 
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -25,252 +24,22 @@ import grpc
 from google.protobuf import json_format
 
 from tgi_collector import convert
+from tgi_collector._cli_args import build_parser
 from tgi_collector._format import format_exposition, format_snapshot
 from tgi_collector._table import WatchBoard, retry_reporter, run_live, terminal_mode
-from tgi_collector._version import __version__
 from tgi_collector.client import CollectorClient
-from tgi_collector.demo import MIN_DEMO_INTERVAL_SECONDS, run_demo
+from tgi_collector.demo import run_demo
 from tgi_collector.errors import CollectorError, ExpositionError, TargetDeniedError
 from tgi_collector.exposition import parse
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.scraper import Scraper
 from tgi_collector.server import ServerConfig, serve
 from tgi_collector.simulator import SimulatorConfig, run_simulator
-from tgi_collector.targets import DEFAULT_TIMEOUT_SECONDS, Target, validate_options, validate_url
+from tgi_collector.targets import Target, validate_options, validate_url
 
 __all__ = ["main"]
 
 logger = logging.getLogger("tgi_collector")
-
-
-def _add_scrape_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT_SECONDS,
-        help="overall deadline of the scrape in seconds (default: %(default)s)",
-    )
-    parser.add_argument("--max-body-bytes", type=int, default=0, help="body limit (0 = default)")
-    parser.add_argument("--max-samples", type=int, default=0, help="sample limit (0 = default)")
-    parser.add_argument("--no-info", action="store_true", help="do not fetch GET /info")
-    parser.add_argument(
-        "--raw", action="store_true", help="with --json, include raw_metrics (every family)"
-    )
-    parser.add_argument(
-        "--allow-link-local",
-        action="store_true",
-        help="allow link-local targets (refused by default: cloud metadata lives there)",
-    )
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text!r}")
-    return value
-
-
-def _demo_interval(text: str) -> float:
-    value = _non_negative(text)
-    if value < MIN_DEMO_INTERVAL_SECONDS:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_DEMO_INTERVAL_SECONDS:g} s")
-    return value
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tgi-collector",
-        description="Scrape Hugging Face TGI /metrics and serve typed snapshots over gRPC.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (default: %(default)s)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve_parser = commands.add_parser(
-        "serve", help="run the gRPC server", description="Run the gRPC server until SIGTERM/SIGINT."
-    )
-    serve_parser.add_argument(
-        "--listen",
-        default="127.0.0.1:50051",
-        help="address to listen on, host:port (default: %(default)s; 0.0.0.0:50051 for all)",
-    )
-    serve_parser.add_argument(
-        "--grace",
-        type=float,
-        default=5.0,
-        help="seconds in-flight calls get on shutdown (default: %(default)s)",
-    )
-    defaults = ServerConfig()
-    watch_group = serve_parser.add_argument_group("Watch limits")
-    watch_group.add_argument(
-        "--default-watch-interval", type=_positive_float,
-        default=defaults.default_watch_interval_seconds,
-        help="interval of a Watch that asks for 0 (default: %(default)s s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--min-watch-interval", type=_positive_float,
-        default=defaults.min_watch_interval_seconds,
-        help="smallest interval a Watch may ask for (default: %(default)s s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--max-subscribers", type=_positive_int, default=defaults.max_subscribers,
-        help="open Watch streams in total (default: %(default)s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--max-targets-per-watch", type=_positive_int, default=defaults.max_targets_per_watch,
-        help="targets in one Watch (default: %(default)s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--stall-timeout", type=_positive_float, default=defaults.stall_timeout_seconds,
-        help="end a subscriber that reads nothing for this long (default: %(default)s s)",
-    )  # fmt: skip
-    serve_parser.add_argument(
-        "--allow-link-local",
-        action="store_true",
-        help="allow link-local targets (refused by default: cloud metadata lives there)",
-    )
-
-    collect = commands.add_parser(
-        "collect",
-        help="scrape one target now and print its snapshot",
-        description="Scrape one TGI /metrics endpoint directly (no server needed).",
-    )
-    collect.add_argument("url", help="metrics URL, e.g. http://127.0.0.1:8080/metrics")
-    collect.add_argument("--instance-id", default="", help="id shown in the snapshot")
-    collect.add_argument(
-        "--json",
-        action="store_true",
-        help="print the Snapshot in the protobuf JSON mapping (proto field names)",
-    )
-    _add_scrape_options(collect)
-
-    parse_parser = commands.add_parser(
-        "parse",
-        help="parse a Prometheus text exposition file",
-        description="Parse a Prometheus text-format 0.0.4 file ('-' for stdin).",
-    )
-    parse_parser.add_argument("file", help="path of the exposition, or - for stdin")
-    parse_parser.add_argument(
-        "--json", action="store_true", help="print the families as MetricFamily JSON"
-    )
-
-    health_parser = commands.add_parser(
-        "health",
-        help="ask a collector's gRPC health service (exit 0 when SERVING)",
-        description="Check a running collector through the standard gRPC health service.",
-    )
-    health_parser.add_argument(
-        "--server", default="127.0.0.1:50051", help="collector address (default: %(default)s)"
-    )
-    health_parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
-
-    watch = commands.add_parser(
-        "watch",
-        help="live table of targets, streamed by a collector (Watch)",
-        description=(
-            "Subscribe to a running collector's Watch stream and show a live table per target"
-            " (up/down, queue, batch, req/s, tokens/s, error rate, p50/p99 request latency);"
-            " the stream is resubscribed with backoff when it ends. Ctrl-C exits."
-        ),
-    )
-    watch.add_argument(
-        "--server", default="127.0.0.1:50051", help="collector address (default: %(default)s)"
-    )
-    watch.add_argument(
-        "urls",
-        nargs="+",
-        metavar="URL",
-        help="metrics URL of a target, or ID=URL to give it an instance id",
-    )
-    watch.add_argument(
-        "--interval",
-        type=_non_negative,
-        default=0.0,
-        help="seconds between scrapes (default: 0 = the server's default)",
-    )
-    watch.add_argument(
-        "--json",
-        action="store_true",
-        help="print every WatchResponse as one line of JSON (proto field names)",
-    )
-    watch.add_argument(
-        "--heartbeat",
-        type=_non_negative,
-        default=0.0,
-        help="ask for a heartbeat after this many silent seconds (default: none)",
-    )
-    watch.add_argument(
-        "--updates-only", action="store_true", help="skip the immediate first snapshots"
-    )
-    watch.add_argument(
-        "--suppress-unchanged",
-        action="store_true",
-        help="send a target's snapshot only when its values changed",
-    )
-    watch.add_argument(
-        "--count", type=_positive_int, default=None, help="exit after this many snapshots"
-    )
-
-    demo = commands.add_parser(
-        "demo",
-        help="simulator + server + live watch in one command",
-        description=(
-            "Start a simulated TGI (following the wall clock) and a collector, then show the"
-            " collector's Watch stream of it as a live table until Ctrl-C."
-        ),
-    )
-    demo.add_argument(
-        "--listen",
-        default="127.0.0.1:50051",
-        help="collector address to listen on (default: %(default)s; port 0 for any free one)",
-    )
-    demo.add_argument(
-        "--interval",
-        type=_demo_interval,
-        default=1.0,
-        help="seconds between scrapes (default: %(default)s)",
-    )
-    demo.add_argument(
-        "--count", type=_positive_int, default=None, help="exit after this many snapshots"
-    )
-
-    simulate = commands.add_parser(
-        "simulate",
-        help="run a TGI look-alike on loopback",
-        description="Serve /metrics and /info like a real TGI, driven by a synthetic workload.",
-    )
-    simulate.add_argument("--host", default="127.0.0.1", help="default: %(default)s")
-    simulate.add_argument("--port", type=int, default=8080, help="default: %(default)s")
-    simulate.add_argument("--model-id", default=SimulatorConfig.model_id)
-    simulate.add_argument("--max-input-tokens", type=int, default=SimulatorConfig.max_input_tokens)
-    simulate.add_argument("--max-total-tokens", type=int, default=SimulatorConfig.max_total_tokens)
-    simulate.add_argument(
-        "--rps",
-        type=float,
-        default=SimulatorConfig.requests_per_second,
-        help="simulated requests per second (default: %(default)s)",
-    )
-    simulate.add_argument("--seed", type=int, default=None, help="random seed (reproducible runs)")
-    return parser
 
 
 async def _collect(args: argparse.Namespace) -> int:
@@ -415,7 +184,7 @@ def _parse_file(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tgi-collector`` command; returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

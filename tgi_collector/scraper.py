@@ -8,8 +8,9 @@ survive hostile or broken ones:
   parse) runs under ``asyncio.timeout_at``. httpx timeouts are set to the same budget as a
   second line of defence.
 - **The body limit counts decompressed bytes as they stream in.** The raw body is read with
-  ``aiter_raw`` and inflated here with ``zlib``'s ``max_length``, so a gzip bomb (a few kB that
-  inflate to gigabytes) stops one chunk past the limit; memory stays at about the limit.
+  ``aiter_raw`` and inflated here with ``zlib``'s ``max_length`` (the reader lives in
+  :mod:`tgi_collector._response`), so a gzip bomb (a few kB that inflate to gigabytes) stops
+  one chunk past the limit; memory stays at about the limit.
   ``Content-Encoding`` ``gzip`` and ``deflate`` (zlib-wrapped) are understood; anything else is
   a protocol error since only ``gzip`` is ever asked for. An uncompressed body whose
   ``Content-Length`` is over the limit is refused before reading.
@@ -39,9 +40,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
-import ssl
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +50,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from tgi_collector import tgi
+from tgi_collector._response import (
+    BodyReader,
+    content_encoding,
+    decode_utf8,
+    status_failure,
+    transport_failure,
+)
 from tgi_collector._version import __version__
 from tgi_collector.errors import (
     ExpositionError,
@@ -81,9 +86,6 @@ METRICS_ACCEPT = "text/plain;version=0.0.4"
 INFO_MAX_BODY_BYTES = 64 * 1024
 # How long a failed /info is remembered before it is asked again (capped by the TTL).
 _INFO_RETRY_SECONDS = 30.0
-_COMPRESSED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-# zlib window bits: 32 + 15 auto-detects a gzip or zlib header (RFC 9110 "deflate" is zlib).
-_WBITS_AUTO = 47
 # Pool sizes: one connection per target is the steady state; the cap only bounds file
 # descriptors. Keep-alive outlives common scrape intervals (15-60 s) so connections are reused.
 _POOL_LIMITS = httpx.Limits(
@@ -114,134 +116,6 @@ class _InfoEntry:
 
     model: tgi.ModelInfo | None
     expires_at: float
-
-
-class _BodyReader:
-    """Accumulates a response body, decompressing it and enforcing the limit as bytes arrive."""
-
-    def __init__(self, encoding: str, limit: int) -> None:
-        self._limit = limit
-        self._parts: list[bytes] = []
-        self.size = 0
-        self._compressed = encoding != "identity"
-        self._inflater = zlib.decompressobj(_WBITS_AUTO) if self._compressed else None
-        self._fed = False
-
-    def feed(self, data: bytes) -> None:
-        """Add raw (possibly compressed) bytes; raises ScrapeError past the limit or on bad data."""
-        if not data:
-            return
-        self._fed = True
-        if self._inflater is None:
-            self._append(data)
-            return
-        try:
-            while data:
-                # max_length caps what one call may produce: one byte past the limit is enough
-                # to know the body is too large, whatever the compression ratio.
-                out = self._inflater.decompress(data, self._limit - self.size + 1)
-                self._append(out)
-                data = self._inflater.unconsumed_tail
-                if self._inflater.eof and self._inflater.unused_data:
-                    # Concatenated gzip members form one valid gzip body.
-                    data = self._inflater.unused_data
-                    self._inflater = zlib.decompressobj(_WBITS_AUTO)
-        except zlib.error as exc:
-            raise ScrapeError(ScrapeErrorKind.PROTOCOL, f"invalid compressed body ({exc})") from exc
-
-    def finish(self) -> bytes:
-        """The whole decompressed body; raises ScrapeError if a compressed stream was cut short."""
-        if self._inflater is not None and self._fed and not self._inflater.eof:
-            raise ScrapeError(ScrapeErrorKind.PROTOCOL, "compressed body is truncated")
-        return b"".join(self._parts)
-
-    def _append(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self._limit:
-            what = "decompressed body" if self._compressed else "body"
-            raise ScrapeError(ScrapeErrorKind.BODY_TOO_LARGE, f"{what} exceeds {self._limit} bytes")
-        self._parts.append(data)
-
-
-def _content_encoding(response: httpx.Response) -> str:
-    """``identity``, ``gzip``, ``x-gzip`` or ``deflate``; ScrapeError for anything else."""
-    header: str = response.headers.get("content-encoding", "")
-    codings = [c.strip().lower() for c in header.split(",")]
-    codings = [c for c in codings if c and c != "identity"]
-    if not codings:
-        return "identity"
-    if len(codings) == 1 and codings[0] in _COMPRESSED_ENCODINGS:
-        return codings[0]
-    raise ScrapeError(
-        ScrapeErrorKind.PROTOCOL, f"unsupported Content-Encoding {_printable(header)!r}"
-    )
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    """``text`` cut to ``limit`` characters with control characters replaced (for messages)."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return cleaned + ("..." if len(text) > limit else "")
-
-
-def _status_failure(response: httpx.Response) -> ScrapeError:
-    status = response.status_code
-    message = f"HTTP {status}"
-    reason = _printable(response.reason_phrase, 100)
-    if reason:
-        message += f" {reason}"
-    if 300 <= status < 400:
-        location: str | None = response.headers.get("location")
-        target = f" to {_printable(location)}" if location else ""
-        message += f" (redirect{target} not followed)"
-    return ScrapeError(ScrapeErrorKind.HTTP_STATUS, message, http_status=status)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the chain of exceptions behind it (httpx -> httpcore -> OSError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _transport_failure(exc: Exception, address: str, timeout: float) -> ScrapeError:
-    """Translate an httpx exception into a ScrapeError with a human message."""
-    causes = _causes(exc)
-    if isinstance(exc, httpx.TimeoutException):
-        return ScrapeError(ScrapeErrorKind.TIMEOUT, f"no complete response within {timeout} s")
-    if isinstance(exc, httpx.ConnectError):
-        for cause in causes:
-            if isinstance(cause, ConnectionRefusedError):
-                return ScrapeError(ScrapeErrorKind.CONNECT, f"connection refused by {address}")
-            if isinstance(cause, socket.gaierror):
-                return ScrapeError(
-                    ScrapeErrorKind.CONNECT, f"cannot resolve host of {address} ({cause})"
-                )
-            if isinstance(cause, ssl.SSLError):
-                return ScrapeError(
-                    ScrapeErrorKind.CONNECT, f"TLS handshake with {address} failed ({cause})"
-                )
-        return ScrapeError(ScrapeErrorKind.CONNECT, f"cannot connect to {address} ({exc})")
-    if any(isinstance(cause, ConnectionResetError) for cause in causes):
-        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"connection reset by {address}")
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP protocol error from {address}: {exc}")
-    detail = str(exc) or type(exc).__name__
-    return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP exchange with {address} failed: {detail}")
-
-
-def _decode_utf8(body: bytes) -> str:
-    """Decode strictly; invalid UTF-8 is a PARSE error naming the line and byte offset."""
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body.count(b"\n", 0, exc.start) + 1
-        raise ScrapeError(
-            ScrapeErrorKind.PARSE,
-            f"line {line}: invalid UTF-8 (byte 0x{body[exc.start]:02x} at offset {exc.start})",
-        ) from exc
 
 
 def _address(url: str) -> tuple[str, int, str]:
@@ -382,7 +256,7 @@ class Scraper:
         body = await self._get(
             target.url, headers, options.timeout_seconds, options.max_body_bytes, progress
         )
-        text = _decode_utf8(body)
+        text = decode_utf8(body)
         parser = self._parser(target.url)
         try:
             return parser.parse(text, max_samples=options.max_samples)
@@ -419,15 +293,15 @@ class Scraper:
             response = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if not 200 <= response.status_code < 300:
-                    raise _status_failure(response)
-                encoding = _content_encoding(response)
+                    raise status_failure(response)
+                encoding = content_encoding(response)
                 length: str = response.headers.get("content-length", "")
                 if encoding == "identity" and length.isdigit() and int(length) > limit:
                     raise ScrapeError(
                         ScrapeErrorKind.BODY_TOO_LARGE,
                         f"body exceeds {limit} bytes (Content-Length {length})",
                     )
-                reader = _BodyReader(encoding, limit)
+                reader = BodyReader(encoding, limit)
                 try:
                     async for chunk in response.aiter_raw():
                         reader.feed(chunk)
@@ -438,7 +312,7 @@ class Scraper:
                 # Unread bodies close the connection; fully read ones return it to the pool.
                 await response.aclose()
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _transport_failure(exc, address, budget_seconds) from exc
+            raise transport_failure(exc, address, budget_seconds) from exc
 
     # -- /info -------------------------------------------------------------------------------
 

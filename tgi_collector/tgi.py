@@ -16,28 +16,22 @@ Three kinds of input must give a sensible view, never an exception:
 Absent means zero (counters, gauges) or unknown (means: ``None``). Labelled series where one
 value is expected are added up, because an extra label (a model, a shard) partitions the
 same count.
+
+Parts live in private modules and are re-exported here: :class:`FrozenMapping`
+(``_frozen``), the exposition index and :func:`histogram_series` (``_index``), and
+:class:`ModelInfo` with :func:`model_info_from_json` (``_info``).
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from tgi_collector._frozen import FrozenMapping
+from tgi_collector._index import ExpositionIndex, histogram_series, series_count
+from tgi_collector._info import ModelInfo, model_info_from_json
 from tgi_collector._quantile import BucketLike, bucket_quantile, bucket_quantiles
-from tgi_collector.metrics import (
-    Exposition,
-    HistogramSeries,
-    Labels,
-    MetricFamily,
-    MetricType,
-    Sample,
-    SummarySeries,
-    group_histograms,
-    group_summaries,
-)
+from tgi_collector.metrics import Exposition, HistogramSeries, Labels, SummarySeries
 
 __all__ = [
     "BatchMetrics",
@@ -54,42 +48,6 @@ __all__ = [
     "model_info_from_json",
     "summarize_histogram",
 ]
-
-
-class FrozenMapping(Mapping[str, float]):
-    """A read-only ``str -> float`` mapping, so that the frozen views are really immutable.
-
-    Unlike ``types.MappingProxyType`` it is hashable (so frozen dataclasses holding it are
-    too), picklable and deep-copyable, and it compares equal to a dict with the same items.
-    """
-
-    __slots__ = ("_data",)
-
-    def __init__(self, items: Mapping[str, float] | Iterable[tuple[str, float]] = ()) -> None:
-        self._data: dict[str, float] = dict(items)
-
-    def __getitem__(self, key: str) -> float:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(frozenset(self._data.items()))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return self._data == dict(other.items())
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-    def __reduce__(self) -> tuple[type[FrozenMapping], tuple[dict[str, float]]]:
-        return (FrozenMapping, (self._data,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,19 +120,6 @@ class BatchMetrics:
 
 
 @dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """Model identity from TGI's ``GET /info``."""
-
-    model_id: str = ""
-    model_sha: str = ""
-    model_dtype: str = ""
-    version: str = ""
-    max_input_tokens: int = 0
-    max_total_tokens: int = 0
-    max_concurrent_requests: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class TgiView:
     """Everything the TGI view derives from one exposition."""
 
@@ -198,15 +143,6 @@ def histogram_quantile(q: float, buckets: Iterable[BucketLike]) -> float | None:
     return bucket_quantile(q, buckets)
 
 
-def _series_count(series: HistogramSeries) -> float | None:
-    # `_count` normally; a series that lost it still knows its total from the +Inf bucket.
-    if series.count is not None:
-        return series.count
-    if series.buckets and series.buckets[-1].upper_bound == math.inf:
-        return series.buckets[-1].cumulative_count
-    return None
-
-
 def _mean(total: float | None, count: float | None) -> float | None:
     # `count > 0` is False for NaN too, so the division never fails.
     if total is None or count is None or not count > 0:
@@ -224,7 +160,7 @@ def summarize_histogram(family: str, series: HistogramSeries) -> HistogramSummar
     :class:`~tgi_collector.metrics.HistogramSeries` of per-bucket, ``_count`` and ``_sum``
     differences and pass it here.
     """
-    count = _series_count(series)
+    count = series_count(series)
     p50, p90, p95, p99 = bucket_quantiles(_SUMMARY_QUANTILES, series.buckets)
     return HistogramSummary(
         family=family,
@@ -239,116 +175,14 @@ def summarize_histogram(family: str, series: HistogramSeries) -> HistogramSummar
     )
 
 
-# -- the exposition, indexed by meaning -----------------------------------------------------
-
-
-def _is_junk(series: HistogramSeries) -> bool:
-    # A stray non-histogram sample inside a histogram family becomes a "series" with nothing
-    # in it; it describes no observations, so it gets no summary.
-    return not series.buckets and series.count is None and series.sum is None
-
-
-def histogram_series(family: MetricFamily) -> list[HistogramSeries]:
-    """The series of a histogram family that describe observations, in wire order.
-
-    Collect (lifetime summaries) and Watch (window deltas) both read series through this, so
-    they never disagree on which series exist.
-    """
-    # Fall back to grouping here when a family was built without its series.
-    histograms = family.histograms or group_histograms(family.name, family.samples)
-    return [series for series in histograms if not _is_junk(series)]
-
-
-class _Index:
-    """One pass over an exposition: plain samples by name, histogram/summary series by family.
-
-    A "plain" sample is any sample that is not part of a histogram's or summary's structure
-    (``_bucket``/``_count``/``_sum``, summary quantiles, ``_created``): values of counter,
-    gauge and untyped families, and stray values inside histogram/summary families. Lookups
-    go by sample name, never by family name, because parsers and exporters disagree on how a
-    counter family is named (``x`` vs ``x_total``) while the sample name is what is on the
-    wire. Several families with one name (a split family) are all taken into account.
-    """
-
-    def __init__(self, exposition: Exposition) -> None:
-        self.plain: dict[str, list[Sample]] = {}
-        self.histograms: dict[str, list[HistogramSeries]] = {}
-        self.summaries: dict[str, list[SummarySeries]] = {}
-        self.histogram_order: list[tuple[str, HistogramSeries]] = []
-        for family in exposition.families:
-            name = family.name
-            structural: frozenset[str] = frozenset()
-            if family.type is MetricType.HISTOGRAM:
-                structural = frozenset(
-                    {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
-                )
-                kept = histogram_series(family)
-                self.histograms.setdefault(name, []).extend(kept)
-                self.histogram_order.extend((name, series) for series in kept)
-            elif family.type is MetricType.SUMMARY:
-                structural = frozenset({name, f"{name}_count", f"{name}_sum", f"{name}_created"})
-                summaries = family.summaries or group_summaries(name, family.samples)
-                self.summaries.setdefault(name, []).extend(summaries)
-            for sample in family.samples:
-                if sample.name not in structural:
-                    self.plain.setdefault(sample.name, []).append(sample)
-
-    def samples(self, names: Sequence[str]) -> list[Sample] | None:
-        """The plain samples of the first of ``names`` that has any (aliases never add up)."""
-        for name in names:
-            found = self.plain.get(name)
-            if found:
-                return found
-        return None
-
-    def total(self, names: Sequence[str]) -> float | None:
-        """Sum over every label set of the first name present; None when none is."""
-        found = self.samples(names)
-        if found is None:
-            return None
-        return sum((sample.value for sample in found), 0.0)
-
-    def by_label(self, names: Sequence[str], label: str) -> FrozenMapping:
-        """Sums per value of ``label`` (``""`` when absent) of the first name present."""
-        sums: dict[str, float] = {}
-        for sample in self.samples(names) or ():
-            # dict(): a label repeated on the wire keeps its last value, as in convert.
-            key = dict(sample.labels).get(label, "")
-            sums[key] = sums.get(key, 0.0) + sample.value
-        return FrozenMapping(sums)
-
-    def count_sum(self, name: str) -> tuple[float | None, float | None] | None:
-        """``(count, sum)`` of the observations recorded under ``name``, over all label sets.
-
-        From a histogram family, else a summary family (a look-alike may use one), else plain
-        ``name_count``/``name_sum`` samples (the same series without ``# TYPE``). None when
-        ``name`` has no series at all.
-        """
-        series: list[HistogramSeries] | list[SummarySeries] | None = self.histograms.get(
-            name
-        ) or self.summaries.get(name)
-        if series:
-            counts = [
-                _series_count(s) if isinstance(s, HistogramSeries) else s.count for s in series
-            ]
-            return _add(counts), _add(s.sum for s in series)
-        count, total = self.total([f"{name}_count"]), self.total([f"{name}_sum"])
-        if count is None and total is None:
-            return None
-        return count, total
-
-
-def _add(values: Iterable[float | None]) -> float | None:
-    """Sum of the values that are known; None when none is."""
-    known = [value for value in values if value is not None]
-    return sum(known, 0.0) if known else None
+# -- the exposition, indexed by meaning (the index: tgi_collector._index) --------------------
 
 
 def _with_suffixes(base: str, *suffixes: str) -> tuple[str, ...]:
     return (base, *(base + suffix for suffix in suffixes))
 
 
-def _mean_of(index: _Index, names: Sequence[str]) -> float | None:
+def _mean_of(index: ExpositionIndex, names: Sequence[str]) -> float | None:
     """Mean per observation of the first of ``names`` recorded as a histogram, else its value.
 
     The histogram (or its ``_count``/``_sum``) is TGI's real schema and wins; it decides even
@@ -367,7 +201,7 @@ def _mean_of(index: _Index, names: Sequence[str]) -> float | None:
     return sum((sample.value for sample in found), 0.0) / len(found)
 
 
-def _sum_of(index: _Index, histogram: str, plain_names: Sequence[str]) -> float:
+def _sum_of(index: ExpositionIndex, histogram: str, plain_names: Sequence[str]) -> float:
     """Lifetime sum of a histogram's observations (``histogram_sum``), else a plain total."""
     stats = index.count_sum(histogram)
     if stats is not None and stats[1] is not None:
@@ -376,7 +210,7 @@ def _sum_of(index: _Index, histogram: str, plain_names: Sequence[str]) -> float:
     return total if total is not None else 0.0
 
 
-def _skipped_tokens(index: _Index) -> SummarySeries | None:
+def _skipped_tokens(index: ExpositionIndex) -> SummarySeries | None:
     # TGI exposes one unlabelled series; a look-alike with labels gets its first series, since
     # precomputed quantiles of different series cannot be merged.
     series = index.summaries.get(_SKIPPED_TOKENS)
@@ -423,7 +257,7 @@ def build_view(exposition: Exposition) -> TgiView:
     all (vLLM, SGLang), gives a view of zeros and Nones. The result does not depend on family
     order. Histogram summaries cover every histogram series in exposition order, TGI's or not.
     """
-    index = _Index(exposition)
+    index = ExpositionIndex(exposition)
     failures_by_err = index.by_label(_FAILURE, "err")
     request = RequestMetrics(
         success_total=_zero_if_none(index.total(_SUCCESS)),
@@ -463,56 +297,3 @@ def build_view(exposition: Exposition) -> TgiView:
         summarize_histogram(family, series) for family, series in index.histogram_order
     )
     return TgiView(request=request, generation=generation, batch=batch, histograms=histograms)
-
-
-# -- GET /info ---------------------------------------------------------------------------------
-
-# ModelInfo's integers travel as uint32; larger or negative limits are not real settings.
-_UINT32_MAX = 2**32 - 1
-_DIGITS = re.compile(r"[0-9]{1,10}")
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _limit(value: object) -> int | None:
-    """A non-negative integer setting read from JSON, or None when it is not one.
-
-    Accepts JSON integers, integral floats (``512.0``) and decimal strings (``"512"``);
-    refuses booleans (``True`` is an int in Python), fractions, negatives and overflow.
-    """
-    number: int | None = None
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():  # False for inf and NaN
-        number = int(value)
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        number = int(value.strip())
-    if number is None or not 0 <= number <= _UINT32_MAX:
-        return None
-    return number
-
-
-def model_info_from_json(document: Any) -> ModelInfo:
-    """Read a ``GET /info`` JSON document; unknown, missing or ill-typed fields are left empty.
-
-    ``max_input_tokens`` falls back to ``max_input_length``, its name before TGI 2.1. Never
-    raises: a document that is not a JSON object gives an empty :class:`ModelInfo`.
-    """
-    if not isinstance(document, Mapping):
-        return ModelInfo()
-    max_input = _limit(document.get("max_input_tokens"))
-    if max_input is None:
-        max_input = _limit(document.get("max_input_length"))
-    return ModelInfo(
-        model_id=_text(document.get("model_id")),
-        model_sha=_text(document.get("model_sha")),
-        model_dtype=_text(document.get("model_dtype")),
-        version=_text(document.get("version")),
-        max_input_tokens=max_input or 0,
-        max_total_tokens=_limit(document.get("max_total_tokens")) or 0,
-        max_concurrent_requests=_limit(document.get("max_concurrent_requests")) or 0,
-    )
