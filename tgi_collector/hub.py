@@ -50,6 +50,7 @@ from tgi_collector.policy import DENIED_MESSAGE
 from tgi_collector.scraper import Scraper
 from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
 from tgi_collector.targets import ScrapeOptions, Target
+from tgi_collector.tgi import TgiView
 from tgi_collector.window import Window, compute_window
 
 __all__ = [
@@ -157,7 +158,8 @@ class _Loop:
         # before encoding unless they want raw metrics.
         self._scrape_options = dataclasses.replace(key.options, include_raw_metrics=True)
         self._phase = _phase(key)
-        self._previous: tuple[Exposition, float] | None = None  # last up exposition, its tick
+        # The last up exposition, its view and its tick: the start of the next window.
+        self._previous: tuple[Exposition, TgiView | None, float] | None = None
         self._suppressing = 0  # subscribers with suppress_unchanged
         self._content: object = _UNKNOWN
         self._version = 0
@@ -235,9 +237,15 @@ class _Loop:
         window = None
         if snapshot.up and exposition is not None:
             if self._previous is not None:
-                before, before_tick = self._previous
-                window = compute_window(before, exposition, tick - before_tick)
-            self._previous = (exposition, tick)
+                before, before_view, before_tick = self._previous
+                window = compute_window(
+                    before,
+                    exposition,
+                    tick - before_tick,
+                    previous_view=before_view,
+                    current_view=snapshot.view,
+                )
+            self._previous = (exposition, snapshot.view, tick)
         outgoing = dataclasses.replace(
             snapshot,
             timestamp=stamp,

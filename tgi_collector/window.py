@@ -147,10 +147,46 @@ def _histogram_window(
     reset = any(_observed(series) for key, series in before.items() if key not in now)
     summaries = []
     for key, series in now.items():
-        delta, series_reset = _series_delta(before.get(key), series)
+        earlier = before.get(key)
+        if earlier is not None and _unchanged(earlier, series):
+            # Most series of a busy TGI do not move within one interval (batch concat and
+            # filter durations, failure paths): their window is empty, and cheap.
+            summaries.append(_empty_summary(key[0], series.labels))
+            continue
+        delta, series_reset = _series_delta(earlier, series)
         reset = reset or series_reset
         summaries.append(tgi.summarize_histogram(key[0], delta))
     return tuple(summaries), reset
+
+
+def _unchanged(previous: HistogramSeries, current: HistogramSeries) -> bool:
+    """Whether a series is the same in two scrapes (same layout, counts and sum)."""
+    # The parser hands back the very same bucket objects for unchanged lines: `is` is the
+    # usual answer, equality the fallback.
+    return (
+        previous.count == current.count
+        and previous.sum == current.sum
+        and len(previous.buckets) == len(current.buckets)
+        and all(
+            now is before or now == before
+            for now, before in zip(current.buckets, previous.buckets, strict=True)
+        )
+    )
+
+
+def _empty_summary(family: str, labels: Labels) -> HistogramSummary:
+    """What :func:`tgi.summarize_histogram` gives for a window without observations."""
+    return HistogramSummary(
+        family=family,
+        labels=labels,
+        count=0.0,
+        sum=0.0,
+        mean=None,
+        p50=None,
+        p90=None,
+        p95=None,
+        p99=None,
+    )
 
 
 def _counter_went_down(previous: Exposition, current: Exposition) -> bool:
@@ -172,15 +208,27 @@ def _counter_went_down(previous: Exposition, current: Exposition) -> bool:
     return any(now.get(key, 0.0) < value for key, value in values(previous).items())
 
 
-def compute_window(previous: Exposition, current: Exposition, duration_seconds: float) -> Window:
+def compute_window(
+    previous: Exposition,
+    current: Exposition,
+    duration_seconds: float,
+    *,
+    previous_view: tgi.TgiView | None = None,
+    current_view: tgi.TgiView | None = None,
+) -> Window:
     """The window from ``previous`` to ``current``, two scrapes ``duration_seconds`` apart.
 
     Counter values come from the TGI view, so its name aliases (``_total`` spellings, the
     plan's sample) apply unchanged. ``failure_rate_by_err`` has the ``err`` values of
     ``current``; each is its own counter under the reset rule. Never raises on any pair of
     expositions (an empty previous one is a target's first requests).
+
+    A caller that already holds the views of the two expositions (Watch's loops do: every
+    snapshot carries one) passes them, saving two :func:`~tgi_collector.tgi.build_view` calls
+    on the hot path; they must be the views of ``previous`` and ``current``.
     """
-    old, new = tgi.build_view(previous), tgi.build_view(current)
+    old = previous_view if previous_view is not None else tgi.build_view(previous)
+    new = current_view if current_view is not None else tgi.build_view(current)
     success, reset = _increase(old.request.success_total, new.request.success_total)
     failures: dict[str, float] = {}
     for err, value in new.request.failures_by_err.items():
