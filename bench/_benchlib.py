@@ -38,6 +38,10 @@ INFO = b'{"model_id":"bench/model","model_sha":"0","model_dtype":"torch.float16"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows the script's whole docstring, as written, and every default."""
+
+
 def free_port() -> int:
     """A free loopback TCP port (closed again: a tiny race, fine on a bench machine)."""
     with socket.socket() as sock:

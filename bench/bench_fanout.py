@@ -39,6 +39,7 @@ from pathlib import Path
 
 import grpc
 from _benchlib import (
+    HelpFormatter,
     cpu_seconds,
     free_port,
     http_json,
@@ -163,9 +164,7 @@ async def run(args: argparse.Namespace, subscribers: int, log: Path) -> dict[str
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--subscribers", type=int, default=1000, help="Watch streams")
     parser.add_argument("--channels", type=int, default=10, help="gRPC channels they share")
     parser.add_argument("--seconds", type=int, default=30, help="measured window per run")
