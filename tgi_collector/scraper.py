@@ -57,6 +57,7 @@ from tgi_collector._response import (
     status_failure,
     transport_failure,
 )
+from tgi_collector._transport import PerOriginTransport
 from tgi_collector._version import __version__
 from tgi_collector.errors import (
     ExpositionError,
@@ -86,19 +87,18 @@ METRICS_ACCEPT = "text/plain;version=0.0.4"
 INFO_MAX_BODY_BYTES = 64 * 1024
 # How long a failed /info is remembered before it is asked again (capped by the TTL).
 _INFO_RETRY_SECONDS = 30.0
-# Pool sizes: one connection per target is the steady state; the cap only bounds file
-# descriptors. Keep-alive outlives common scrape intervals (15-60 s) so connections are reused.
-_POOL_LIMITS = httpx.Limits(
-    max_connections=1024, max_keepalive_connections=512, keepalive_expiry=90.0
-)
 
 
 def _default_client() -> httpx.AsyncClient:
-    """The process-wide client: no redirects, no environment proxies, keep-alive pool."""
+    """The process-wide client: no redirects, no environment proxies, keep-alive pools.
+
+    Connections are pooled per target origin (see :mod:`tgi_collector._transport`); keep-alive
+    outlives common scrape intervals (15-60 s) so connections are reused.
+    """
     return httpx.AsyncClient(
+        transport=PerOriginTransport(),
         follow_redirects=False,
         trust_env=False,
-        limits=_POOL_LIMITS,
         headers={"User-Agent": USER_AGENT},
     )
 
