@@ -150,76 +150,74 @@ def _parse_bound(text: str) -> float | None:
         return None
 
 
+@dataclass(slots=True)
+class _Grouped:
+    """One label set of a histogram or summary while it is being gathered."""
+
+    labels: Labels
+    items: list[tuple[float, float]]  # (le or quantile, value)
+    count: float | None = None
+    sum: float | None = None
+
+
+def _group(
+    family_name: str, samples: Iterable[Sample], item_name: str, item_label: str
+) -> list[_Grouped]:
+    """Gather ``item_name`` samples (placed by ``item_label``), ``_count`` and ``_sum`` by series.
+
+    Items whose placing label is missing or not a number are ignored (they cannot be placed).
+    Series keep the order in which they first appear; items come out sorted by position.
+    """
+    count_name = family_name + "_count"
+    sum_name = family_name + "_sum"
+    series: dict[Labels, _Grouped] = {}
+    for sample in samples:
+        if sample.name == item_name:
+            labels, position_text = _without(sample.labels, item_label)
+        else:
+            labels, position_text = sample.labels, None
+        key = _series_key(labels)
+        entry = series.get(key)
+        if entry is None:
+            entry = series[key] = _Grouped(labels, [])
+        if sample.name == item_name:
+            position = _parse_bound(position_text) if position_text is not None else None
+            if position is not None and not math.isnan(position):
+                entry.items.append((position, sample.value))
+        elif sample.name == count_name:
+            entry.count = sample.value
+        elif sample.name == sum_name:
+            entry.sum = sample.value
+    for entry in series.values():
+        entry.items.sort(key=lambda item: item[0])
+    return list(series.values())
+
+
 def group_histograms(family_name: str, samples: Iterable[Sample]) -> tuple[HistogramSeries, ...]:
     """Group the ``_bucket``/``_count``/``_sum`` samples of a histogram family by label set.
 
     Buckets whose ``le`` is missing or not a number are ignored (they cannot be placed).
     Series keep the order in which they first appear.
     """
-    bucket_name = family_name + "_bucket"
-    count_name = family_name + "_count"
-    sum_name = family_name + "_sum"
-    series: dict[Labels, tuple[Labels, list[Bucket], list[float | None]]] = {}
-    for sample in samples:
-        if sample.name == bucket_name:
-            labels, le = _without(sample.labels, "le")
-        else:
-            labels = sample.labels
-            le = None
-        key = _series_key(labels)
-        entry = series.get(key)
-        if entry is None:
-            entry = (labels, [], [None, None])
-            series[key] = entry
-        if sample.name == bucket_name:
-            bound = _parse_bound(le) if le is not None else None
-            if bound is not None and not math.isnan(bound):
-                entry[1].append(Bucket(bound, sample.value))
-        elif sample.name == count_name:
-            entry[2][0] = sample.value
-        elif sample.name == sum_name:
-            entry[2][1] = sample.value
     return tuple(
         HistogramSeries(
-            labels=labels,
-            buckets=tuple(sorted(buckets, key=lambda b: b.upper_bound)),
-            count=count_sum[0],
-            sum=count_sum[1],
+            labels=entry.labels,
+            buckets=tuple(Bucket(bound, value) for bound, value in entry.items),
+            count=entry.count,
+            sum=entry.sum,
         )
-        for labels, buckets, count_sum in series.values()
+        for entry in _group(family_name, samples, family_name + "_bucket", "le")
     )
 
 
 def group_summaries(family_name: str, samples: Iterable[Sample]) -> tuple[SummarySeries, ...]:
     """Group the quantile/``_count``/``_sum`` samples of a summary family by label set."""
-    count_name = family_name + "_count"
-    sum_name = family_name + "_sum"
-    series: dict[Labels, tuple[Labels, list[Quantile], list[float | None]]] = {}
-    for sample in samples:
-        if sample.name == family_name:
-            labels, q = _without(sample.labels, "quantile")
-        else:
-            labels = sample.labels
-            q = None
-        key = _series_key(labels)
-        entry = series.get(key)
-        if entry is None:
-            entry = (labels, [], [None, None])
-            series[key] = entry
-        if sample.name == family_name:
-            quantile = _parse_bound(q) if q is not None else None
-            if quantile is not None and not math.isnan(quantile):
-                entry[1].append(Quantile(quantile, sample.value))
-        elif sample.name == count_name:
-            entry[2][0] = sample.value
-        elif sample.name == sum_name:
-            entry[2][1] = sample.value
     return tuple(
         SummarySeries(
-            labels=labels,
-            quantiles=tuple(sorted(quantiles, key=lambda q: q.quantile)),
-            count=count_sum[0],
-            sum=count_sum[1],
+            labels=entry.labels,
+            quantiles=tuple(Quantile(q, value) for q, value in entry.items),
+            count=entry.count,
+            sum=entry.sum,
         )
-        for labels, quantiles, count_sum in series.values()
+        for entry in _group(family_name, samples, family_name, "quantile")
     )
