@@ -1,13 +1,17 @@
 """Shared helpers of the Watch benchmarks (private to ``bench/``; not a library).
 
-- Static TGI targets in their own process: ``python bench/_benchlib.py targets N`` listens on N
+- TGI targets in their own process: ``python bench/_benchlib.py targets N`` listens on N
   loopback ports (port 0: chosen by the OS, so N ports = N distinct targets, each with its own
   connections) and answers ``GET /metrics`` with the real TGI scrape
   (``tests/data/tgi/tgi-3.3-real.prom``, 98,977 bytes) and ``GET /info`` with a small JSON
   document, from pre-built bytes: an asyncio ``Protocol``, no HTTP library, no compression, so
-  the targets cost little CPU. ``GET /stats`` (any port) answers counters as JSON and is not
-  counted; ``/stats?times`` adds the wall-clock time of the last /metrics answers. The process
-  exits when its stdin closes (the parent went away) or after ``--max-seconds``.
+  the targets cost little CPU. ``--payload static`` (the default) answers the file itself every
+  time; ``--payload busy`` answers the k-th /metrics request of each port with the file as a
+  busy TGI would have moved it after k scrapes (``bench/_busy.py``: counters and histograms
+  grow, gauges alternate), each body built once per k for all ports. ``GET /stats`` (any port)
+  answers counters as JSON and is not counted; ``/stats?times`` adds the wall-clock time of the
+  last /metrics answers. The process exits when its stdin closes (the parent went away) or
+  after ``--max-seconds``.
 - A ``tgi-collector serve`` subprocess, waited for until its health is SERVING.
 - Process CPU (utime + stime) and memory (VmRSS, VmHWM) from ``/proc/PID``, and percentiles.
 """
@@ -30,10 +34,13 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from _busy import Bodies, Template
+
 from tgi_collector.client import CollectorClient
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "tgi" / "tgi-3.3-real.prom"
+PAYLOADS = ("static", "busy")
 INFO = b'{"model_id":"bench/model","model_sha":"0","model_dtype":"torch.float16","version":"3.3.0"}'
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -90,10 +97,16 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
             proc.wait(5)
 
 
-def start_targets(count: int, max_seconds: float) -> tuple[subprocess.Popen, list[int]]:
-    """Start the static targets process; returns it and its ports (first one serves /stats)."""
+def start_targets(
+    count: int, max_seconds: float, payload: str = "static"
+) -> tuple[subprocess.Popen, list[int]]:
+    """Start the targets process (``payload``: one of ``PAYLOADS``); returns it and its ports
+    (the first one serves /stats)."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "targets", str(count), "--max-seconds", str(max_seconds)],
+        [
+            *(sys.executable, __file__, "targets", str(count)),
+            *("--max-seconds", str(max_seconds), "--payload", payload),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -144,10 +157,31 @@ class _Stats:
         self.times: collections.deque[float] = collections.deque(maxlen=20_000)
 
 
+class _Static:
+    """The /metrics answer of a static port: the same bytes every time."""
+
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def metrics(self) -> bytes:
+        return self._answer
+
+
+class _Busy:
+    """The /metrics answer of a busy port: its own scrape counter k, bodies shared by all."""
+
+    def __init__(self, bodies: Bodies) -> None:
+        self._bodies, self._k = bodies, 0
+
+    def metrics(self) -> bytes:
+        self._k += 1
+        return self._bodies.response(self._k - 1)
+
+
 class _Target(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; GET only, pre-built answers."""
 
-    def __init__(self, stats: _Stats, metrics: bytes, info: bytes) -> None:
+    def __init__(self, stats: _Stats, metrics: _Static | _Busy, info: bytes) -> None:
         self._stats, self._metrics, self._info = stats, metrics, info
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
@@ -166,7 +200,7 @@ class _Target(asyncio.Protocol):
             target = parts[1] if len(parts) > 2 else b""
             path = target.partition(b"?")[0]
             if path == b"/metrics":
-                self._transport.write(self._metrics)
+                self._transport.write(self._metrics.metrics())
                 self._stats.metrics += 1
                 self._stats.times.append(time.time())
             elif path == b"/info":
@@ -188,16 +222,24 @@ class _Target(asyncio.Protocol):
             self._transport.close()
 
 
-async def _serve_targets(count: int, max_seconds: float) -> None:
+def _metrics_answer(body: bytes) -> bytes:
+    return _response(body, "text/plain; version=0.0.4")
+
+
+async def _serve_targets(count: int, max_seconds: float, payload: str) -> None:
     loop = asyncio.get_running_loop()
     stats = _Stats()
-    metrics = _response(DATA.read_bytes(), "text/plain; version=0.0.4")
     info = _response(INFO, "application/json")
+    if payload == "busy":
+        bodies = Bodies(Template(DATA.read_text()), _metrics_answer)
+        ports: list[_Static | _Busy] = [_Busy(bodies) for _ in range(count)]
+    else:
+        ports = [_Static(_metrics_answer(DATA.read_bytes()))] * count
     servers = [
         await loop.create_server(
-            lambda: _Target(stats, metrics, info), "127.0.0.1", 0, backlog=1024
+            lambda port=port: _Target(stats, port, info), "127.0.0.1", 0, backlog=1024
         )
-        for _ in range(count)
+        for port in ports
     ]
     print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
     eof = loop.run_in_executor(None, sys.stdin.buffer.read)  # returns when the parent goes
@@ -209,13 +251,16 @@ async def _serve_targets(count: int, max_seconds: float) -> None:
 
 
 def _main() -> None:
-    parser = argparse.ArgumentParser(description="Static TGI targets for the benchmarks.")
+    parser = argparse.ArgumentParser(description="TGI targets for the benchmarks.")
     parser.add_argument("command", choices=["targets"])
     parser.add_argument("count", type=int, help="number of ports (targets)")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long")
+    parser.add_argument(
+        "--payload", choices=PAYLOADS, default="static", help="what GET /metrics answers"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    asyncio.run(_serve_targets(args.count, args.max_seconds))
+    asyncio.run(_serve_targets(args.count, args.max_seconds, args.payload))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 
 Why: the collector is meant to replace a Prometheus scrape for control planes; it must hold
 hundreds of targets at 1 s in one process on a small machine, at no more CPU per scrape than
-Prometheus spends on the same payload. For each N of ``--targets`` (each a separate run):
+Prometheus spends on the same payload. For each N of ``--targets`` and each payload of
+``--payload`` (each a separate run, with its own targets process):
 
-1. One static-targets process (``bench/_benchlib.py``) listens on N loopback ports, each a
-   distinct target (own connection) answering the real TGI scrape (98,977 bytes, 1,888 samples)
-   from pre-built bytes, uncompressed.
+1. One targets process (``bench/_benchlib.py``) listens on N loopback ports, each a distinct
+   target (own connection) answering the real TGI scrape (98,977 bytes, 1,888 samples) from
+   pre-built bytes, uncompressed. ``static``: the file itself, every time, which flatters a
+   scraper that caches unchanged input. ``busy`` (``bench/_busy.py``): the k-th scrape of a
+   target answers the file as a busy TGI would have moved it after k scrapes: every counter
+   grows, every histogram gets new observations in about half of its buckets (plus ``_count``
+   and ``_sum``), gauges alternate; about 1,130 of the 1,888 values change on every scrape.
 2. Collector phase: ``python -m tgi_collector serve`` in a subprocess; this process opens one
    Watch of all N targets at ``--interval`` (raw metrics omitted), waits ``--warmup`` seconds,
    then measures ``--seconds``. Lateness of a snapshot = its receipt here - its scheduled tick
@@ -25,8 +30,9 @@ CPU per scrape = process utime+stime over the window (``/proc/PID/stat``, 10 ms 
 /metrics requests the targets answered in the window. Prometheus's figure includes appending
 every sample to its TSDB (its job); the collector's includes the window and the gRPC delivery
 (its job). RSS = ``VmRSS`` at the end of the window. The machine is shared: compare the two
-columns of one run, not absolute figures across runs. No goal is asserted: exit status 0, or 2
-when ``prometheus`` is not installed.
+columns of one run, not absolute figures across runs. One row per N and payload; the largest
+N under the lateness goal is given per payload. No goal is asserted: exit status 0, or 2 when
+``prometheus`` is not installed.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from subprocess import Popen
 
 import grpc
 from _benchlib import (
+    PAYLOADS,
     HelpFormatter,
     cpu_seconds,
     free_port,
@@ -218,9 +225,11 @@ async def prometheus_phase(
     return window.figures() | {"missing": expected - ok, "duration_p99_ms": duration * 1e3}
 
 
-async def run(args: argparse.Namespace, n: int, tmp: Path) -> dict[str, dict[str, float]]:
+async def run(
+    args: argparse.Namespace, n: int, payload: str, tmp: Path
+) -> dict[str, dict[str, float]]:
     budget = 2 * (args.warmup + args.seconds) + 300
-    targets, ports = start_targets(n, budget)
+    targets, ports = start_targets(n, budget, payload)
     try:
         result = {"collector": await collector_phase(args, ports, targets, tmp / "collector.log")}
         if not args.no_prometheus:
@@ -230,13 +239,14 @@ async def run(args: argparse.Namespace, n: int, tmp: Path) -> dict[str, dict[str
     return result
 
 
-def _row(n: int, result: dict[str, dict[str, float]], interval: float) -> str:
+def _row(n: int, payload: str, result: dict[str, dict[str, float]], interval: float) -> str:
     c = result["collector"]
     p = result.get("prometheus", {})
     ratio = c["cpu_us"] / p["cpu_us"] if p.get("cpu_us") else math.nan
     pct = c["p99_ms"] / (interval * 10)
     return (
-        f"{n:>5} | {c['cpu_us']:8,.0f} | {p.get('cpu_us', math.nan):8,.0f} | {ratio:5.2f}"
+        f"{n:>5} | {payload:<7} | {c['cpu_us']:8,.0f} | {p.get('cpu_us', math.nan):8,.0f}"
+        f" | {ratio:5.2f}"
         f" | {c['p50_ms']:7.1f} | {c['p99_ms']:8.1f} ({pct:5.1f}%) | {c['missing']:>5}"
         f" | {c['coalesced']:>4} | {c['cpu_pct']:5.0f}% | {p.get('cpu_pct', math.nan):5.0f}%"
         f" | {c['rss']:6.0f} | {p.get('rss', math.nan):6.0f}"
@@ -246,9 +256,9 @@ def _row(n: int, result: dict[str, dict[str, float]], interval: float) -> str:
 
 
 HEADER = (
-    "    N | coll µs/ | prom µs/ | ratio | coll p50 | coll p99 lateness  | miss. | coal "
+    "    N | payload | coll µs/ | prom µs/ | ratio | coll p50 | coll p99 lateness  | miss. | coal "
     "| coll  | prom  | coll   | prom   | prom     | prom  | targ  | new\n"
-    "      |  scrape  |  scrape  | c/p   | late ms  | ms (% of interval) | ticks |      "
+    "      |         |  scrape  |  scrape  | c/p   | late ms  | ms (% of interval) | ticks |      "
     "| CPU   | CPU   | RSS MiB| RSS MiB| scrape99 | miss. | CPU   | conns"
 )
 
@@ -259,11 +269,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=60, help="measured window per phase")
     parser.add_argument("--interval", type=float, default=1.0, help="scrape interval, seconds")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before each window")
+    parser.add_argument(
+        "--payload", default="static", help=f"comma-separated payloads, of {', '.join(PAYLOADS)}"
+    )
     parser.add_argument("--no-prometheus", action="store_true", help="collector phase only")
     args = parser.parse_args()
     counts = [int(value) for value in args.targets.split(",") if value.strip()]
     if not counts or min(counts) < 1 or args.seconds < 1 or args.interval <= 0:
         parser.error("--targets, --seconds and --interval must be positive")
+    payloads = list(dict.fromkeys(v.strip() for v in args.payload.split(",") if v.strip()))
+    if not payloads or not set(payloads) <= set(PAYLOADS):
+        parser.error(f"--payload: a comma-separated list of {', '.join(PAYLOADS)}")
     if not args.no_prometheus and shutil.which("prometheus") is None:
         print("prometheus not found: apt-get install -y prometheus (or --no-prometheus)")
         return 2
@@ -271,16 +287,27 @@ def main() -> int:
     print(f"interval {args.interval:g} s, window {args.seconds} s after {args.warmup:g} s warm-up;")
     print(f"logs in {tmp}\n{HEADER}", flush=True)
     results = {}
-    for n in counts:
-        results[n] = asyncio.run(run(args, n, tmp))
-        print(_row(n, results[n], args.interval), flush=True)
+    for n in counts:  # the payloads of one N one after the other: the closest conditions
+        for payload in payloads:
+            results[n, payload] = asyncio.run(run(args, n, payload, tmp))
+            print(_row(n, payload, results[n, payload], args.interval), flush=True)
     limit = args.interval * 100  # 10% of the interval, in ms
-    kept = [n for n, r in results.items() if r["collector"]["p99_ms"] < limit]
-    print(f"\nlargest N with collector p99 lateness < 10% of the interval: {max(kept, default=0)}")
-    for n, r in results.items():
+    print()
+    for payload in payloads:
+        kept = [
+            n for (n, p), r in results.items() if p == payload and r["collector"]["p99_ms"] < limit
+        ]
+        print(
+            f"{payload}: largest N with collector p99 lateness < 10% of the interval:"
+            f" {max(kept, default=0)}"
+        )
+    for (n, payload), r in results.items():
         c, p = r["collector"], r.get("prometheus")
         extra = f"; Prometheus {p['scrapes']:,}" if p else ""
-        print(f"N={n}: expected {c['expected']:,} scrapes: collector {c['scrapes']:,}{extra}")
+        print(
+            f"N={n} {payload}: expected {c['expected']:,} scrapes:"
+            f" collector {c['scrapes']:,}{extra}"
+        )
     return 0
 
 

@@ -434,6 +434,55 @@ def test_cache_keeps_unchanged_samples() -> None:
     assert second.families[1].samples[0] == Sample("b", (), 3.0)
 
 
+def test_unchanged_text_and_families_come_back_as_the_same_objects(tgi: Exposition) -> None:
+    parser = Parser()
+    first = parser.parse(TGI_TEXT)
+    assert parser.parse(TGI_TEXT) is first  # same text: the previous result
+    # One histogram moves (a request of 0.3 s): only its family is built again.
+    moved = "tgi_request_duration"
+    lines = []
+    for line in TGI_TEXT.split("\n"):
+        if line.startswith(moved + "_") and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            bucket = re.search(r'le="([^"]+)"', key)
+            if bucket is None or float(bucket.group(1)) >= 0.3:
+                value = repr(float(value) + (0.3 if key.endswith("_sum") else 1.0))
+            lines.append(f"{key} {value}")
+        else:
+            lines.append(line)
+    changed_text = "\n".join(lines)
+    changed = parser.parse(changed_text)
+    assert changed == parse(changed_text)  # identical to a cold parse of the same text
+    assert changed != first
+    for before, after in zip(first.families, changed.families, strict=True):
+        if before.name == moved:
+            assert after is not before
+            assert after.histograms[0].count == before.histograms[0].count + 1
+        else:
+            assert after is before, before.name
+    # Going back to the first text rebuilds the moved family with the first values.
+    assert parser.parse(TGI_TEXT) == tgi
+
+
+def test_unchanged_text_still_obeys_the_sample_limit(tgi: Exposition) -> None:
+    parser = Parser()
+    parser.parse(TGI_TEXT)
+    count = sum(len(family.samples) for family in tgi.families)
+    with pytest.raises(SampleLimitError):
+        parser.parse(TGI_TEXT, max_samples=count - 1)
+    assert parser.parse(TGI_TEXT, max_samples=count) == tgi
+
+
+def test_reuse_notices_changed_type_and_help() -> None:
+    parser = Parser()
+    first = parser.parse("# TYPE a counter\na 1\n")
+    retyped = parser.parse("# TYPE a gauge\na 1\n")
+    assert retyped.families[0].type is MetricType.GAUGE
+    helped = parser.parse("# HELP a now with help\n# TYPE a gauge\na 1\n")
+    assert helped.families[0].help == "now with help"
+    assert first.families[0].type is MetricType.COUNTER
+
+
 def test_cached_series_with_odd_new_values() -> None:
     parser = Parser()
     parser.parse('a{x="1"} 1\n')

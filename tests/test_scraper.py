@@ -176,7 +176,7 @@ async def test_parsers_are_bounded(fixture_server: FixtureServer) -> None:
     async with Scraper(max_parsers=2) as scraper:
         for path in ("/a", "/b", "/c", "/a"):
             assert (await scrape(scraper, fixture_server.url(path), fetch_info=False)).up
-        assert len(scraper._parsers) == 2
+        assert len(scraper._targets) == 2
 
 
 async def test_supplied_client_is_used_and_left_open(tgi_server: FixtureServer) -> None:

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 
 from tgi_collector.errors import ExpositionError
-from tgi_collector.exposition import parse
+from tgi_collector.exposition import Parser, parse
 from tgi_collector.metrics import (
     Bucket,
     Exposition,
@@ -39,6 +39,7 @@ from tgi_collector.tgi import (
     ModelInfo,
     RequestMetrics,
     TgiView,
+    ViewCache,
     build_view,
     model_info_from_json,
     summarize_histogram,
@@ -768,3 +769,30 @@ def test_view_does_not_depend_on_the_parser(path: Path) -> None:
     # its own way); the view looks samples up by wire name, so both give the same view.
     text = path.read_text()
     assert build_view(parse(text)) == build_view(_reference_parse(text))
+
+
+def test_view_cache_equals_build_view_and_reuses_unchanged_work(real_text: str) -> None:
+    parser = Parser()
+    cache = ViewCache()
+    first = parser.parse(real_text)
+    first_view = cache.build(first)
+    assert first_view == build_view(first)
+    assert cache.build(parser.parse(real_text)) is first_view  # the parser gave the same object
+    # Ten more requests of 4.5 s: request_duration moves, nothing else does.
+    moved = "tgi_request_duration"
+    lines = []
+    for line in real_text.split("\n"):
+        key, _, value = line.rpartition(" ")
+        bound = re.search(r'le="([^"]+)"', key)
+        if key.startswith(moved + "_") and (bound is None or float(bound.group(1)) >= 4.5):
+            value = repr(float(value) + (45.0 if key.endswith("_sum") else 10.0))
+        lines.append(f"{key} {value}" if key else line)
+    second = parser.parse("\n".join(lines))
+    second_view = cache.build(second)
+    assert second_view == build_view(second)
+    assert second_view != first_view
+    for before, after in zip(first_view.histograms, second_view.histograms, strict=True):
+        if before.family == moved:
+            assert after.count == before.count + 10
+        else:
+            assert after is before, before.family

@@ -48,7 +48,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import fields
-from operator import attrgetter, itemgetter
+from operator import attrgetter, is_, itemgetter
 from typing import Any, Final, cast
 
 from tgi_collector._textformat import (
@@ -267,9 +267,28 @@ class Parser:
         self._meta: dict[str, tuple[bool, str, Any] | None] = {}
         self._keys: dict[Labels, Labels] = {}
         self._numbers: dict[str, float] = {}  # value text -> value: values repeat a lot
+        # The last result, its text, and each of its families with the entries it was built
+        # from: an unchanged text or family comes back as the very same object, which lets
+        # callers (views, windows, encoders) skip unchanged work by identity.
+        self._last: tuple[str, Exposition, int] | None = None
+        self._built: dict[str, tuple[_Family, MetricFamily]] = {}
 
     def parse(self, text: str, *, max_samples: int | None = None) -> Exposition:
-        """Parse one exposition; raises ExpositionError or SampleLimitError only."""
+        """Parse one exposition; raises ExpositionError or SampleLimitError only.
+
+        Text equal to the previous call's gives the previous result (the same object); a
+        family whose lines are all unchanged gives the previous :class:`MetricFamily` object.
+        """
+        last = self._last
+        if last is not None and last[0] == text:
+            if max_samples is not None and max_samples < last[2]:
+                raise SampleLimitError(max_samples)
+            return last[1]
+        exposition, sample_count = self._parse(text, max_samples)
+        self._last = (text, exposition, sample_count) if self._cache_size else None
+        return exposition
+
+    def _parse(self, text: str, max_samples: int | None) -> tuple[Exposition, int]:
         cache, numbers = self._cache, self._numbers
         get = cache.get
         families: dict[str, _Family] = {}
@@ -331,9 +350,35 @@ class Parser:
                 raise ExpositionError(
                     f"unknown metric type {kind!r}", line_number=lineno, line=line
                 )
-        if max_samples is not None and max_samples < sum(len(f.entries) for f in families.values()):
+        sample_count = sum(len(f.entries) for f in families.values())
+        if max_samples is not None and max_samples < sample_count:
             raise SampleLimitError(max_samples)
-        return Exposition(tuple(_build(family) for family in families.values()))
+        return Exposition(tuple(map(self._reuse_or_build, families.values()))), sample_count
+
+    def _reuse_or_build(self, family: _Family) -> MetricFamily:
+        """The previous parse's family if nothing in it changed, else a newly built one.
+
+        Unchanged lines give back the very same cached entry objects, so "nothing changed" is
+        the same type and help and the same entries, compared by identity.
+        """
+        built = self._built
+        previous = built.get(family.name)
+        if previous is not None:
+            before, result = previous
+            if (
+                before.type is family.type
+                and before.help == family.help
+                and len(before.entries) == len(family.entries)
+                and all(map(is_, before.entries, family.entries))
+            ):
+                built[family.name] = (family, result)
+                return result
+        result = _build(family)
+        if self._cache_size:
+            if len(built) >= self._cache_size:
+                built.clear()
+            built[family.name] = (family, result)
+        return result
 
     def _identify(self, line: str, key: str, vtext: str) -> _Entry | None:
         """Parse a line the cache could not answer; None for a blank or comment line.

@@ -110,6 +110,16 @@ class _Progress:
     body_bytes: int = 0
 
 
+class _TargetCaches:
+    """What the scrapes of one target URL remember of each other."""
+
+    __slots__ = ("parser", "views")
+
+    def __init__(self) -> None:
+        self.parser = Parser()
+        self.views = tgi.ViewCache()
+
+
 @dataclass(frozen=True, slots=True)
 class _InfoEntry:
     """A cached ``/info`` outcome; ``model`` is the last good value (None if never good)."""
@@ -135,7 +145,7 @@ class Scraper:
     is used as is and not closed, and should have ``trust_env=False`` to ignore proxies
     (redirects are refused per request whatever its settings). ``info_ttl_seconds`` is how long
     a good ``/info`` answer is reused; a failed one is retried after at most 30 s.
-    ``max_parsers`` bounds both the per-target parser cache and the ``/info`` cache (LRU).
+    ``max_parsers`` bounds both the per-target parser and view caches and the ``/info`` cache (LRU).
     """
 
     def __init__(
@@ -154,8 +164,9 @@ class Scraper:
         self._info_ttl = info_ttl_seconds
         self._info_retry = min(info_ttl_seconds, _INFO_RETRY_SECONDS)
         self._max_entries = max_parsers
-        # Per target URL: Parser keeps a cache of series identities, so it must be reused.
-        self._parsers: OrderedDict[str, Parser] = OrderedDict()
+        # Per target URL: the Parser's cache of series identities and the ViewCache's last
+        # view make a scrape of an unchanged series cheap, so both are kept per target.
+        self._targets: OrderedDict[str, _TargetCaches] = OrderedDict()
         # Per base URL (scheme://host:port): /info belongs to the server, not to the path.
         self._info: OrderedDict[str, _InfoEntry] = OrderedDict()
         self._info_tasks: dict[str, asyncio.Task[None]] = {}
@@ -226,7 +237,7 @@ class Scraper:
                 model=self._cached_model(target) if options.fetch_info else None,
             )
         duration = loop.time() - started
-        view = tgi.build_view(exposition)
+        view = self._caches(target.url).views.build(exposition)
         model = None
         if options.fetch_info:
             if info_task is not None:
@@ -257,7 +268,7 @@ class Scraper:
             target.url, headers, options.timeout_seconds, options.max_body_bytes, progress
         )
         text = decode_utf8(body)
-        parser = self._parser(target.url)
+        parser = self._caches(target.url).parser
         try:
             return parser.parse(text, max_samples=options.max_samples)
         except SampleLimitError as exc:
@@ -265,15 +276,15 @@ class Scraper:
         except ExpositionError as exc:
             raise ScrapeError(ScrapeErrorKind.PARSE, str(exc)) from exc
 
-    def _parser(self, url: str) -> Parser:
-        parser = self._parsers.get(url)
-        if parser is None:
-            parser = self._parsers[url] = Parser()
-            while len(self._parsers) > self._max_entries:
-                self._parsers.popitem(last=False)
+    def _caches(self, url: str) -> _TargetCaches:
+        caches = self._targets.get(url)
+        if caches is None:
+            caches = self._targets[url] = _TargetCaches()
+            while len(self._targets) > self._max_entries:
+                self._targets.popitem(last=False)
         else:
-            self._parsers.move_to_end(url)
-        return parser
+            self._targets.move_to_end(url)
+        return caches
 
     async def _get(
         self,

@@ -42,6 +42,7 @@ __all__ = [
     "ModelInfo",
     "RequestMetrics",
     "TgiView",
+    "ViewCache",
     "build_view",
     "histogram_quantile",
     "histogram_series",
@@ -257,6 +258,60 @@ def build_view(exposition: Exposition) -> TgiView:
     all (vLLM, SGLang), gives a view of zeros and Nones. The result does not depend on family
     order. Histogram summaries cover every histogram series in exposition order, TGI's or not.
     """
+    return _build_view(exposition, {})
+
+
+_SummaryMemo = dict[int, tuple[HistogramSeries, HistogramSummary]]
+"""Summaries by ``id`` of their series, each kept with its series (so the id stays valid)."""
+
+
+class ViewCache:
+    """:func:`build_view` for one target's successive expositions, skipping unchanged work.
+
+    The parser hands back the very same objects for what did not change between two scrapes
+    (see :class:`~tgi_collector.exposition.Parser`): an identical exposition gets the last
+    view as is, and a histogram series found again keeps its summary, so the quantile work
+    is done only for the series that moved. Holds the last exposition and its summaries.
+    """
+
+    __slots__ = ("_exposition", "_summaries", "_view")
+
+    def __init__(self) -> None:
+        self._exposition: Exposition | None = None
+        self._view: TgiView | None = None
+        self._summaries: _SummaryMemo = {}
+
+    def build(self, exposition: Exposition) -> TgiView:
+        """The view of ``exposition``, equal to ``build_view(exposition)``."""
+        if exposition is self._exposition and self._view is not None:
+            return self._view
+        summaries: _SummaryMemo = {}
+        view = _build_view(exposition, self._summaries, summaries)
+        self._exposition, self._view, self._summaries = exposition, view, summaries
+        return view
+
+
+def _summarize_all(
+    order: Sequence[tuple[str, HistogramSeries]],
+    known: _SummaryMemo,
+    made: _SummaryMemo | None,
+) -> tuple[HistogramSummary, ...]:
+    """Summaries of ``order``'s series, taken from ``known`` for the very same series objects."""
+    summaries = []
+    for family, series in order:
+        hit = known.get(id(series))
+        summary = hit[1] if hit is not None and hit[0] is series else None
+        if summary is None or summary.family != family:
+            summary = summarize_histogram(family, series)
+        if made is not None:
+            made[id(series)] = (series, summary)
+        summaries.append(summary)
+    return tuple(summaries)
+
+
+def _build_view(
+    exposition: Exposition, known: _SummaryMemo, made: _SummaryMemo | None = None
+) -> TgiView:
     index = ExpositionIndex(exposition)
     failures_by_err = index.by_label(_FAILURE, "err")
     request = RequestMetrics(
@@ -293,7 +348,5 @@ def build_view(exposition: Exposition) -> TgiView:
         inference_failure_by_method=index.by_label(_BATCH_INFERENCE_FAILURE, "method"),
         concat_by_reason=index.by_label(_BATCH_CONCAT, "reason"),
     )
-    histograms = tuple(
-        summarize_histogram(family, series) for family, series in index.histogram_order
-    )
+    histograms = _summarize_all(index.histogram_order, known, made)
     return TgiView(request=request, generation=generation, batch=batch, histograms=histograms)

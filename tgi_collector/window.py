@@ -161,9 +161,9 @@ def _histogram_window(
 
 def _unchanged(previous: HistogramSeries, current: HistogramSeries) -> bool:
     """Whether a series is the same in two scrapes (same layout, counts and sum)."""
-    # The parser hands back the very same bucket objects for unchanged lines: `is` is the
-    # usual answer, equality the fallback.
-    return (
+    # The parser hands back the very same series for an unchanged family and the very same
+    # bucket objects for unchanged lines: `is` is the usual answer, equality the fallback.
+    return previous is current or (
         previous.count == current.count
         and previous.sum == current.sum
         and len(previous.buckets) == len(current.buckets)
@@ -204,6 +204,8 @@ def _counter_went_down(previous: Exposition, current: Exposition) -> bool:
             for sample in family.samples
         }
 
+    if previous is current:
+        return False
     now = values(current)
     return any(now.get(key, 0.0) < value for key, value in values(previous).items())
 
