@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fixture_server import FixtureServer
 
+from tgi_collector._http import HttpClient
 from tgi_collector.errors import ScrapeErrorKind, TargetDeniedError
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.scraper import METRICS_ACCEPT, USER_AGENT, Scraper
@@ -180,10 +180,17 @@ async def test_parsers_are_bounded(fixture_server: FixtureServer) -> None:
 
 
 async def test_supplied_client_is_used_and_left_open(tgi_server: FixtureServer) -> None:
-    async with httpx.AsyncClient(trust_env=False) as client:
+    client = HttpClient()
+    try:
         async with Scraper(client=client) as scraper:
             assert (await scrape(scraper, tgi_server.url("/metrics"), fetch_info=False)).up
-        assert not client.is_closed
+        # The scraper's connection went back to this client's pool and is still open.
+        assert client.idle_connections == 1
+        async with Scraper(client=client) as scraper:
+            assert (await scrape(scraper, tgi_server.url("/metrics"), fetch_info=False)).up
+        assert tgi_server.connections == 1
+    finally:
+        await client.aclose()
 
 
 # -- /info ---------------------------------------------------------------------------------------

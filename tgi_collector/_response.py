@@ -3,10 +3,10 @@
 What is here: the streamed body reader (decompression of ``gzip``/``deflate`` with the limit
 counted on decompressed bytes, so a gzip bomb stops one chunk past it), the check of
 ``Content-Encoding``, the strict UTF-8 decoding of a ``/metrics`` body, and the translation of a
-non-2xx status or an httpx exception into :class:`~tgi_collector.errors.ScrapeError` with a
-human message. The rules themselves are documented in :mod:`tgi_collector.scraper`.
+non-2xx status into :class:`~tgi_collector.errors.ScrapeError` with a human message. The
+rules themselves are documented in :mod:`tgi_collector.scraper`.
 
-Why it is separate: all of it works on bytes, headers and exceptions handed to it and does no
+Why it is separate: all of it works on bytes and headers handed to it and does no
 I/O of its own, while :mod:`tgi_collector.scraper` runs the exchange (the client, the deadline,
 the parser and ``/info`` caches). The names here are private to the package; the scraper is
 their only user.
@@ -14,11 +14,8 @@ their only user.
 
 from __future__ import annotations
 
-import socket
-import ssl
 import zlib
-
-import httpx
+from collections.abc import Mapping
 
 from tgi_collector.errors import ScrapeError, ScrapeErrorKind
 
@@ -27,7 +24,6 @@ __all__ = [
     "content_encoding",
     "decode_utf8",
     "status_failure",
-    "transport_failure",
 ]
 
 _COMPRESSED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
@@ -82,9 +78,9 @@ class BodyReader:
         self._parts.append(data)
 
 
-def content_encoding(response: httpx.Response) -> str:
+def content_encoding(headers: Mapping[str, str]) -> str:
     """``identity``, ``gzip``, ``x-gzip`` or ``deflate``; ScrapeError for anything else."""
-    header: str = response.headers.get("content-encoding", "")
+    header = headers.get("content-encoding", "")
     codings = [c.strip().lower() for c in header.split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
@@ -102,53 +98,17 @@ def _printable(text: str, limit: int = 200) -> str:
     return cleaned + ("..." if len(text) > limit else "")
 
 
-def status_failure(response: httpx.Response) -> ScrapeError:
-    status = response.status_code
+def status_failure(status: int, reason: str, headers: Mapping[str, str]) -> ScrapeError:
+    """The HTTP_STATUS error of a non-2xx response (a 3xx says where it pointed)."""
     message = f"HTTP {status}"
-    reason = _printable(response.reason_phrase, 100)
+    reason = _printable(reason, 100)
     if reason:
         message += f" {reason}"
     if 300 <= status < 400:
-        location: str | None = response.headers.get("location")
+        location = headers.get("location")
         target = f" to {_printable(location)}" if location else ""
         message += f" (redirect{target} not followed)"
     return ScrapeError(ScrapeErrorKind.HTTP_STATUS, message, http_status=status)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the chain of exceptions behind it (httpx -> httpcore -> OSError)."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def transport_failure(exc: Exception, address: str, timeout: float) -> ScrapeError:
-    """Translate an httpx exception into a ScrapeError with a human message."""
-    causes = _causes(exc)
-    if isinstance(exc, httpx.TimeoutException):
-        return ScrapeError(ScrapeErrorKind.TIMEOUT, f"no complete response within {timeout} s")
-    if isinstance(exc, httpx.ConnectError):
-        for cause in causes:
-            if isinstance(cause, ConnectionRefusedError):
-                return ScrapeError(ScrapeErrorKind.CONNECT, f"connection refused by {address}")
-            if isinstance(cause, socket.gaierror):
-                return ScrapeError(
-                    ScrapeErrorKind.CONNECT, f"cannot resolve host of {address} ({cause})"
-                )
-            if isinstance(cause, ssl.SSLError):
-                return ScrapeError(
-                    ScrapeErrorKind.CONNECT, f"TLS handshake with {address} failed ({cause})"
-                )
-        return ScrapeError(ScrapeErrorKind.CONNECT, f"cannot connect to {address} ({exc})")
-    if any(isinstance(cause, ConnectionResetError) for cause in causes):
-        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"connection reset by {address}")
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP protocol error from {address}: {exc}")
-    detail = str(exc) or type(exc).__name__
-    return ScrapeError(ScrapeErrorKind.PROTOCOL, f"HTTP exchange with {address} failed: {detail}")
 
 
 def decode_utf8(body: bytes) -> str:

@@ -1,6 +1,6 @@
 """The one error hierarchy of tgi-collector.
 
-Third-party errors (httpx, grpc, protobuf, socket) are translated into these once, at the
+Third-party errors (socket, TLS, grpc, protobuf) are translated into these once, at the
 boundary where they are caught, with ``raise ... from exc`` so the cause stays visible::
 
     CollectorError                 base of everything the project raises on purpose

@@ -3,23 +3,24 @@
 The rules are Prometheus's, because a collector that can be pointed at arbitrary servers must
 survive hostile or broken ones:
 
-- **One overall deadline per scrape.** httpx timeouts apply per read, so a target trickling a
-  byte a second would never time out; the whole scrape (policy check, request, streamed body,
-  parse) runs under ``asyncio.timeout_at``. httpx timeouts are set to the same budget as a
-  second line of defence.
-- **The body limit counts decompressed bytes as they stream in.** The raw body is read with
-  ``aiter_raw`` and inflated here with ``zlib``'s ``max_length`` (the reader lives in
+- **One overall deadline per scrape.** Per-read timeouts would let a target trickling a byte
+  a second never time out; the whole scrape (policy check, request, streamed body, parse)
+  runs under ``asyncio.timeout_at``.
+- **The body limit counts decompressed bytes as they stream in.** The raw body is read chunk
+  by chunk and inflated here with ``zlib``'s ``max_length`` (the reader lives in
   :mod:`tgi_collector._response`), so a gzip bomb (a few kB that inflate to gigabytes) stops
   one chunk past the limit; memory stays at about the limit.
   ``Content-Encoding`` ``gzip`` and ``deflate`` (zlib-wrapped) are understood; anything else is
   a protocol error since only ``gzip`` is ever asked for. An uncompressed body whose
   ``Content-Length`` is over the limit is refused before reading.
-- **Redirects are not followed** (a 3xx is an HTTP status failure), **environment proxies are
-  ignored**, and one keep-alive connection pool serves every scrape of the process.
+- **Redirects are not followed** (a 3xx is an HTTP status failure), **proxies are not used**,
+  and keep-alive connections are reused per target (:mod:`tgi_collector._http`).
+- **The connection goes to the address the policy checked**, never to a second DNS answer.
 - **A failing target is data, not an exception.** :meth:`Scraper.scrape` returns a down snapshot
-  whose :class:`~tgi_collector.snapshot.ScrapeFailure` says why. httpx errors are translated once,
-  here, into :class:`~tgi_collector.errors.ScrapeError`. The only exception a caller sees for a
-  target is :class:`~tgi_collector.errors.TargetDeniedError` (the policy refused it).
+  whose :class:`~tgi_collector.snapshot.ScrapeFailure` says why. Socket and TLS errors are
+  translated once, in :mod:`tgi_collector._http`, into
+  :class:`~tgi_collector.errors.ScrapeError`. The only exception a caller sees for a target is
+  :class:`~tgi_collector.errors.TargetDeniedError` (the policy refused it).
 
 Error kinds: refused connection, DNS failure or TLS failure -> ``CONNECT``; deadline -> ``TIMEOUT``;
 non-2xx -> ``HTTP_STATUS``; over the body limit -> ``BODY_TOO_LARGE``; over the sample limit ->
@@ -47,17 +48,9 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-import httpx
-
 from tgi_collector import tgi
-from tgi_collector._response import (
-    BodyReader,
-    content_encoding,
-    decode_utf8,
-    status_failure,
-    transport_failure,
-)
-from tgi_collector._transport import PerOriginTransport
+from tgi_collector._http import HttpClient
+from tgi_collector._response import BodyReader, content_encoding, decode_utf8, status_failure
 from tgi_collector._version import __version__
 from tgi_collector.errors import (
     ExpositionError,
@@ -89,20 +82,6 @@ INFO_MAX_BODY_BYTES = 64 * 1024
 _INFO_RETRY_SECONDS = 30.0
 
 
-def _default_client() -> httpx.AsyncClient:
-    """The process-wide client: no redirects, no environment proxies, keep-alive pools.
-
-    Connections are pooled per target origin (see :mod:`tgi_collector._transport`); keep-alive
-    outlives common scrape intervals (15-60 s) so connections are reused.
-    """
-    return httpx.AsyncClient(
-        transport=PerOriginTransport(),
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-
-
 @dataclass(slots=True)
 class _Progress:
     """What a scrape got done before failing, for the stats of a down snapshot."""
@@ -128,13 +107,10 @@ class _InfoEntry:
     expires_at: float
 
 
-def _address(url: str) -> tuple[str, int, str]:
-    """Host, port (default by scheme) and ``host:port`` for messages, of an http(s) URL."""
+def _host_and_port(url: str) -> tuple[str, int]:
+    """Host and port (default by scheme) of an http(s) URL."""
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return host, port, shown
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class Scraper:
@@ -142,8 +118,7 @@ class Scraper:
 
     ``policy`` defaults to :class:`~tgi_collector.policy.TargetPolicy` with its defaults.
     ``client`` defaults to a client made here (and closed by :meth:`aclose`); a client passed in
-    is used as is and not closed, and should have ``trust_env=False`` to ignore proxies
-    (redirects are refused per request whatever its settings). ``info_ttl_seconds`` is how long
+    is used as is and not closed. ``info_ttl_seconds`` is how long
     a good ``/info`` answer is reused; a failed one is retried after at most 30 s.
     ``max_parsers`` bounds both the per-target parser and view caches and the ``/info`` cache (LRU).
     """
@@ -152,7 +127,7 @@ class Scraper:
         self,
         *,
         policy: TargetPolicy | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: HttpClient | None = None,
         info_ttl_seconds: float = 300.0,
         max_parsers: int = 10_000,
     ) -> None:
@@ -160,7 +135,7 @@ class Scraper:
             raise ValueError("max_parsers must be at least 1")
         self._policy = policy if policy is not None else TargetPolicy()
         self._owns_client = client is None
-        self._client = client if client is not None else _default_client()
+        self._client = client if client is not None else HttpClient()
         self._info_ttl = info_ttl_seconds
         self._info_retry = min(info_ttl_seconds, _INFO_RETRY_SECONDS)
         self._max_entries = max_parsers
@@ -197,10 +172,11 @@ class Scraper:
         if self._owns_client:
             await self._client.aclose()
 
-    async def check_target(self, target: Target) -> None:
-        """Raise :class:`~tgi_collector.errors.TargetDeniedError` if the policy refuses it."""
-        host, port, _ = _address(target.url)
-        await self._policy.check(host, port)
+    async def check_target(self, target: Target) -> list[str]:
+        """The target's addresses; :class:`~tgi_collector.errors.TargetDeniedError` if the
+        policy refuses it (empty when its name does not resolve: not a policy matter)."""
+        host, port = _host_and_port(target.url)
+        return await self._policy.check(host, port)
 
     async def scrape(self, target: Target, options: ScrapeOptions) -> Snapshot:
         """Scrape ``target`` once. Target failures give a down snapshot, never an exception.
@@ -217,10 +193,10 @@ class Scraper:
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self.check_target(target)
+                    addresses = await self.check_target(target)
                     if options.fetch_info:
-                        info_task = self._refresh_info_if_stale(target, deadline)
-                    exposition = await self._fetch_metrics(target, options, progress)
+                        info_task = self._refresh_info_if_stale(target, addresses, deadline)
+                    exposition = await self._fetch_metrics(target, addresses, options, progress)
             except TimeoutError as exc:
                 raise ScrapeError(
                     ScrapeErrorKind.TIMEOUT,
@@ -257,16 +233,14 @@ class Scraper:
     # -- /metrics ----------------------------------------------------------------------------
 
     async def _fetch_metrics(
-        self, target: Target, options: ScrapeOptions, progress: _Progress
+        self, target: Target, addresses: list[str], options: ScrapeOptions, progress: _Progress
     ) -> Exposition:
-        headers = {
-            "Accept": METRICS_ACCEPT,
+        headers = [
+            ("Accept", METRICS_ACCEPT),
             # Like Prometheus: lets a target adapt, and documents the budget in its logs.
-            "X-Prometheus-Scrape-Timeout-Seconds": f"{options.timeout_seconds:g}",
-        }
-        body = await self._get(
-            target.url, headers, options.timeout_seconds, options.max_body_bytes, progress
-        )
+            ("X-Prometheus-Scrape-Timeout-Seconds", f"{options.timeout_seconds:g}"),
+        ]
+        body = await self._get(target.url, addresses, headers, options.max_body_bytes, progress)
         text = decode_utf8(body)
         parser = self._caches(target.url).parser
         try:
@@ -289,41 +263,29 @@ class Scraper:
     async def _get(
         self,
         url: str,
-        headers: dict[str, str],
-        budget_seconds: float,
+        addresses: list[str],
+        headers: list[tuple[str, str]],
         limit: int,
         progress: _Progress,
     ) -> bytes:
         """GET ``url`` and return its decompressed body; ScrapeError on any failure."""
-        _, _, address = _address(url)
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip", **headers}
-        try:
-            request = self._client.build_request(
-                "GET", url, headers=headers, timeout=httpx.Timeout(budget_seconds)
-            )
-            response = await self._client.send(request, stream=True, follow_redirects=False)
+        headers = [("User-Agent", USER_AGENT), ("Accept-Encoding", "gzip"), *headers]
+        async with self._client.get(url, addresses, headers) as response:
+            if not 200 <= response.status < 300:
+                raise status_failure(response.status, response.reason, response.headers)
+            encoding = content_encoding(response.headers)
+            length = response.headers.get("content-length", "")
+            if encoding == "identity" and length.isdigit() and int(length) > limit:
+                raise ScrapeError(
+                    ScrapeErrorKind.BODY_TOO_LARGE,
+                    f"body exceeds {limit} bytes (Content-Length {length})",
+                )
+            reader = BodyReader(encoding, limit)
             try:
-                if not 200 <= response.status_code < 300:
-                    raise status_failure(response)
-                encoding = content_encoding(response)
-                length: str = response.headers.get("content-length", "")
-                if encoding == "identity" and length.isdigit() and int(length) > limit:
-                    raise ScrapeError(
-                        ScrapeErrorKind.BODY_TOO_LARGE,
-                        f"body exceeds {limit} bytes (Content-Length {length})",
-                    )
-                reader = BodyReader(encoding, limit)
-                try:
-                    async for chunk in response.aiter_raw():
-                        reader.feed(chunk)
-                finally:
-                    progress.body_bytes = reader.size
-                return reader.finish()
+                await response.read(reader.feed)
             finally:
-                # Unread bodies close the connection; fully read ones return it to the pool.
-                await response.aclose()
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise transport_failure(exc, address, budget_seconds) from exc
+                progress.body_bytes = reader.size
+            return reader.finish()
 
     # -- /info -------------------------------------------------------------------------------
 
@@ -331,7 +293,9 @@ class Scraper:
         entry = self._info.get(target.base_url)
         return entry.model if entry is not None else None
 
-    def _refresh_info_if_stale(self, target: Target, deadline: float) -> asyncio.Task[None] | None:
+    def _refresh_info_if_stale(
+        self, target: Target, addresses: list[str], deadline: float
+    ) -> asyncio.Task[None] | None:
         """Start (or join) a refresh of ``/info`` if the cache is stale; the task to wait for.
 
         Returns a task only on first contact (nothing cached yet, not even a failure): that
@@ -346,7 +310,7 @@ class Scraper:
         task = self._info_tasks.get(key)
         if task is None:
             task = asyncio.create_task(
-                self._refresh_info(key, deadline), name=f"tgi-collector /info {key}"
+                self._refresh_info(key, addresses, deadline), name=f"tgi-collector /info {key}"
             )
             self._info_tasks[key] = task
             task.add_done_callback(lambda done: self._forget_task(key, done))
@@ -362,13 +326,13 @@ class Scraper:
             async with asyncio.timeout_at(deadline):
                 await asyncio.shield(task)
 
-    async def _refresh_info(self, key: str, deadline: float) -> None:
+    async def _refresh_info(self, key: str, addresses: list[str], deadline: float) -> None:
         """Fetch ``{key}/info`` into the cache. Never raises: /info is optional."""
         loop = asyncio.get_running_loop()
         previous = self._info.get(key)
         try:
             async with asyncio.timeout_at(deadline):
-                model = await self._fetch_info(key, max(0.0, deadline - loop.time()))
+                model = await self._fetch_info(key, addresses)
         except (ScrapeError, TimeoutError) as exc:
             logger.debug("GET %s/info failed: %s", key, exc)
             model = None
@@ -386,11 +350,11 @@ class Scraper:
         while len(self._info) > self._max_entries:
             self._info.popitem(last=False)
 
-    async def _fetch_info(self, base_url: str, budget_seconds: float) -> tgi.ModelInfo | None:
+    async def _fetch_info(self, base_url: str, addresses: list[str]) -> tgi.ModelInfo | None:
         body = await self._get(
             base_url + "/info",
-            {"Accept": "application/json"},
-            budget_seconds,
+            addresses,
+            [("Accept", "application/json")],
             INFO_MAX_BODY_BYTES,
             _Progress(),
         )
