@@ -228,11 +228,13 @@ async def test_cancels_and_deadlines_leave_no_loop_or_task(
     # hub.tasks forgets a loop's task in its done callback, which asyncio runs one loop
     # iteration after the task finished: part of the wait, not a race of the assertion.
     await wait_until(
-        lambda: not (
-            server.hub.subscriber_count
-            or server.hub.loop_count
-            or _collector_tasks()
-            or server.hub.tasks
+        lambda: (
+            not (
+                server.hub.subscriber_count
+                or server.hub.loop_count
+                or _collector_tasks()
+                or server.hub.tasks
+            )
         ),
         timeout=5,
     )
