@@ -52,7 +52,34 @@ class ServerConfig:
     grace_seconds: float = 5.0
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
+    # -- scrape policy (tgi_collector.policy) --
     allow_link_local: bool = False
+    allow_cloud_metadata: bool = False
+    # CIDRs; when any allow list is set, a target must match one of them. Deny wins.
+    allow_networks: tuple[str, ...] = ()
+    deny_networks: tuple[str, ...] = ()
+    # Host names as in the URL: exact ("tgi-0.internal") or a suffix pattern ("*.internal").
+    allow_hosts: tuple[str, ...] = ()
+    deny_hosts: tuple[str, ...] = ()
+    # (instance_id, url) pairs from the config file; callers may name them by instance id.
+    registered_targets: tuple[tuple[str, str], ...] = ()
+    # Only registered targets may be scraped.
+    registered_only: bool = False
+    # -- who may call --
+    # A file with one bearer token per line (blank lines and # comments ignored).
+    token_file: str | None = None
+    # Whether health and reflection also need a token (off: probes and grpcurl list work).
+    auth_health_and_reflection: bool = False
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Set: clients must present a certificate signed by this CA (mutual TLS).
+    tls_client_ca_file: str | None = None
+    # -- server limits --
+    max_concurrent_collects: int = 64
+    max_subscribers_per_peer: int = 1_000
+    max_concurrent_streams_per_connection: int = 1_000
+    # Clients may ping at most this often without data; more is a ping flood and is cut off.
+    keepalive_min_ping_interval_seconds: float = 10.0
     # Watch: a control plane wants seconds, not minutes; below 1 s a TGI scrape is mostly cost.
     default_watch_interval_seconds: float = 5.0
     min_watch_interval_seconds: float = 1.0
