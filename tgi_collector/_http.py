@@ -154,6 +154,11 @@ class _Connection(asyncio.Protocol):
     def finish(self) -> None:
         """End the exchange (stray bytes from now on close the connection)."""
         self._active, self._sink = False, None
+        if self._paused and self.transport is not None:
+            # Paused for a body nobody read: an idle connection must still see stray bytes and
+            # its next response.
+            self._paused = False
+            self.transport.resume_reading()
 
     async def _until(self, condition: Callable[[], bool]) -> None:
         while self._error is None and not condition():
@@ -315,8 +320,9 @@ class HttpClient:
         self, origin: _Origin, addresses: list[str], data: bytes
     ) -> tuple[_Connection, _Key]:
         """Send the request on an idle connection (retried once if stale) or a new one."""
+        retried = False
         while True:
-            reused = self._take_idle(origin, addresses)
+            reused = None if retried else self._take_idle(origin, addresses)
             if reused is not None:
                 connection, key = reused
             else:
@@ -328,6 +334,7 @@ class HttpClient:
                 connection.close()
                 self._active.discard(connection)
                 if reused is not None and not connection.answered:
+                    retried = True
                     continue  # closed by the server while idle; try a new connection
                 raise _protocol_error(exc, connection) from exc
             except BaseException:

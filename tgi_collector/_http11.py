@@ -78,7 +78,7 @@ def _parse_head(data: bytes) -> ResponseHead:
     for raw in lines[1:]:
         line = raw.removesuffix(b"\r")
         name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
+        if not colon or _TOKEN.fullmatch(name) is None or b"\r" in value or b"\x00" in value:
             raise ProtocolViolation(f"invalid header line {_shown(line)}")
         text = value.strip(b" \t").decode("latin-1")
         key = name.decode("ascii").lower()
@@ -172,7 +172,8 @@ class ResponseParser:
         while True:
             end = _head_end(self._buffer)
             if end is None:
-                if len(self._buffer) > MAX_HEAD_BYTES:
+                # An unfinished head may hold the "\n\r" of its end beyond its MAX_HEAD_BYTES.
+                if len(self._buffer) > MAX_HEAD_BYTES + 2:
                     raise ProtocolViolation(f"response head larger than {MAX_HEAD_BYTES} bytes")
                 return b""
             if end[0] > MAX_HEAD_BYTES:
@@ -193,16 +194,17 @@ class ResponseParser:
         headers = head.headers
         keep_alive = "close" not in _tokens(headers.get("connection", ""))
         if head.minor_version == 0:
-            keep_alive = "keep-alive" in _tokens(headers.get("connection", ""))
+            keep_alive = keep_alive and "keep-alive" in _tokens(headers.get("connection", ""))
         encoding = headers.get("transfer-encoding")
-        if encoding is not None:
+        if head.status in (204, 304):  # no body, whatever the header fields say (RFC 9112 6.3)
+            self._framing, self._remaining = _LENGTH, 0
+        elif encoding is not None:
             if _tokens(encoding) != ["chunked"]:
                 raise ProtocolViolation(f"unsupported Transfer-Encoding {encoding[:40]!r}")
             self._framing = _CHUNKED
-            # A message with both is a smuggling attempt or a broken proxy: never reuse.
-            keep_alive = keep_alive and "content-length" not in headers
-        elif head.status in (204, 304):
-            self._framing, self._remaining = _LENGTH, 0
+            # A message with both is a smuggling attempt or a broken proxy, and chunked in
+            # HTTP/1.0 is faulty framing (RFC 9112 6.1): never reuse.
+            keep_alive = keep_alive and head.minor_version == 1 and "content-length" not in headers
         else:
             length = _content_length(headers)
             if length is None:
@@ -245,7 +247,7 @@ class ResponseParser:
             newline = data.find(b"\n", position)
             if newline < 0:
                 self._buffer += view[position:]
-                if len(self._buffer) > _MAX_CHUNK_LINE:
+                if len(self._buffer) > _MAX_CHUNK_LINE + 1:  # + the CR of a CRLF
                     raise ProtocolViolation("chunked framing line too long")
                 return
             self._buffer += view[position:newline]
