@@ -14,15 +14,14 @@ from google.protobuf import duration_pb2, json_format
 
 from tgi_collector.errors import CapacityError, InvalidRequestError, ScrapeErrorKind
 from tgi_collector.metrics import Labels, MetricFamily, MetricType, SummarySeries
+from tgi_collector.registry import TargetRegistry
 from tgi_collector.snapshot import Snapshot
 from tgi_collector.targets import (
     DEFAULT_TIMEOUT_SECONDS,
     ScrapeOptions,
     Target,
     WatchSpec,
-    validate_instance_id,
     validate_options,
-    validate_url,
 )
 from tgi_collector.tgi import (
     BatchMetrics,
@@ -78,11 +77,22 @@ def duration_seconds(duration: duration_pb2.Duration, *, field: str) -> float:
     return duration.seconds + duration.nanos / 1e9
 
 
-def target_from_proto(target: collector_pb2.Target, *, field: str = "target") -> Target:
-    """Validate a ``Target`` message."""
-    url = validate_url(target.endpoint, field=f"{field}.endpoint")
-    instance_id = validate_instance_id(target.instance_id, field=f"{field}.instance_id")
-    return Target(instance_id=instance_id, url=url)
+# No registered targets, any URL: what a caller without a registry gets.
+_OPEN_REGISTRY = TargetRegistry()
+
+
+def target_from_proto(
+    target: collector_pb2.Target,
+    *,
+    field: str = "target",
+    registry: TargetRegistry | None = None,
+) -> Target:
+    """Validate a ``Target`` message, resolving registered targets through ``registry``.
+
+    An empty endpoint names the registered target of the instance id. In registered-only mode
+    anything not registered raises :class:`~tgi_collector.errors.TargetDeniedError`.
+    """
+    return (registry or _OPEN_REGISTRY).resolve(target.instance_id, target.endpoint, field=field)
 
 
 def options_from_proto(
@@ -100,12 +110,13 @@ def options_from_proto(
 
 
 def collect_request_from_proto(
-    request: collector_pb2.CollectRequest,
+    request: collector_pb2.CollectRequest, *, registry: TargetRegistry | None = None
 ) -> tuple[Target, ScrapeOptions]:
-    """Validate a ``CollectRequest``."""
+    """Validate a ``CollectRequest`` (``registry``: as in :func:`target_from_proto`)."""
     if not request.HasField("target"):
         raise InvalidRequestError("target", "is required")
-    return target_from_proto(request.target), options_from_proto(request.options)
+    target = target_from_proto(request.target, registry=registry)
+    return target, options_from_proto(request.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,18 +129,25 @@ class WatchLimits:
     max_targets: int = 1_000
 
 
-def watch_request_from_proto(request: collector_pb2.WatchRequest, limits: WatchLimits) -> WatchSpec:
-    """Validate a ``WatchRequest``.
+def watch_request_from_proto(
+    request: collector_pb2.WatchRequest,
+    limits: WatchLimits,
+    *,
+    registry: TargetRegistry | None = None,
+) -> WatchSpec:
+    """Validate a ``WatchRequest`` (``registry``: as in :func:`target_from_proto`).
 
-    Raises :class:`InvalidRequestError` for a malformed field and :class:`CapacityError` for
-    more targets than the server allows in one stream.
+    Raises :class:`InvalidRequestError` for a malformed field, :class:`CapacityError` for
+    more targets than the server allows in one stream, and
+    :class:`~tgi_collector.errors.TargetDeniedError` for a target refused in registered-only
+    mode.
     """
     if not request.targets:
         raise InvalidRequestError("targets", "at least one target is required")
     if len(request.targets) > limits.max_targets:
         raise CapacityError(f"targets: at most {limits.max_targets} targets per stream")
     targets = tuple(
-        target_from_proto(target, field=f"targets[{index}]")
+        target_from_proto(target, field=f"targets[{index}]", registry=registry)
         for index, target in enumerate(request.targets)
     )
     interval = duration_seconds(request.interval, field="interval")
