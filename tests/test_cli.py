@@ -18,7 +18,7 @@ from reference import SEED_SAMPLE, TGI_REAL, scalar_from_text
 from tgi_collector.cli import main
 from tgi_collector.client import CollectorClient
 
-COMMANDS = ["serve", "collect", "parse", "simulate", "health", "demo", "watch"]
+COMMANDS = ["serve", "check-config", "collect", "parse", "simulate", "health", "demo", "watch"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -2,8 +2,11 @@
 
 What is here: :func:`build_parser` (every sub-command with its options, help texts and defaults)
 and the ``type=`` checks that reject bad values at parse time (exit code 2, argparse's usage
-error). Defaults come from the modules that own them (``ServerConfig``, ``SimulatorConfig``,
-the scrape defaults of :mod:`tgi_collector.targets`), so they cannot drift.
+error). Defaults come from the modules that own them (``SimulatorConfig``, the scrape defaults of
+:mod:`tgi_collector.targets`), so they cannot drift. The flags of ``serve`` and ``check-config``
+come from :func:`tgi_collector.config.add_flags`, one per setting; they default to None (not
+given) so that only the flags given override the config file and the environment, and their
+values are checked by :func:`tgi_collector.config.load_config`, like the file's.
 
 Why it is separate: the parser is declarative and long, while :mod:`tgi_collector.cli` is about
 running the commands; keeping the declaration apart keeps both readable.
@@ -15,8 +18,8 @@ import argparse
 import math
 
 from tgi_collector._version import __version__
+from tgi_collector.config import CONFIG_ENV, ENV_PREFIX, LOG_LEVELS, add_flags
 from tgi_collector.demo import MIN_DEMO_INTERVAL_SECONDS
-from tgi_collector.server import ServerConfig
 from tgi_collector.simulator import SimulatorConfig
 from tgi_collector.targets import DEFAULT_TIMEOUT_SECONDS
 
@@ -50,13 +53,6 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -71,6 +67,23 @@ def _demo_interval(text: str) -> float:
     return value
 
 
+_CONFIG_EPILOG = (
+    f"Precedence: flag > environment variable > config file > default. Every setting has a"
+    f" variable, {ENV_PREFIX} + its key path in capitals with dots as underscores"
+    f" (watch.max_subscribers: {ENV_PREFIX}WATCH_MAX_SUBSCRIBERS); lists are comma-separated."
+    f" `tgi-collector check-config FILE` shows the effective configuration."
+)
+
+
+def _add_config_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"TOML config file (default: ${CONFIG_ENV}, else none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgi-collector",
@@ -79,55 +92,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (default: %(default)s)",
+        default=None,
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="log level (default: $TGI_COLLECTOR_LOG_LEVEL, [log] level of serve's config file,"
+        " else INFO)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve_parser = commands.add_parser(
-        "serve", help="run the gRPC server", description="Run the gRPC server until SIGTERM/SIGINT."
+        "serve",
+        help="run the gRPC server",
+        description="Run the gRPC server until SIGTERM/SIGINT.",
+        epilog=_CONFIG_EPILOG,
     )
-    serve_parser.add_argument(
-        "--listen",
-        default="127.0.0.1:50051",
-        help="address to listen on, host:port (default: %(default)s; 0.0.0.0:50051 for all)",
+    _add_config_file_option(serve_parser)
+    add_flags(serve_parser)
+
+    check_config = commands.add_parser(
+        "check-config",
+        help="validate a config file and print the effective configuration",
+        description=(
+            "Validate the configuration serve would use (the file, TGI_COLLECTOR_* variables and"
+            " the flags given here) and print it with each value's source. Exit 0 when valid,"
+            " 2 with the problems on stderr when not."
+        ),
+        epilog=_CONFIG_EPILOG,
     )
-    serve_parser.add_argument(
-        "--grace",
-        type=float,
-        default=5.0,
-        help="seconds in-flight calls get on shutdown (default: %(default)s)",
+    check_config.add_argument(
+        "file",
+        nargs="?",
+        default=None,
+        metavar="FILE",
+        help=f"TOML config file (default: ${CONFIG_ENV}, else none)",
     )
-    defaults = ServerConfig()
-    watch_group = serve_parser.add_argument_group("Watch limits")
-    watch_group.add_argument(
-        "--default-watch-interval", type=_positive_float,
-        default=defaults.default_watch_interval_seconds,
-        help="interval of a Watch that asks for 0 (default: %(default)s s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--min-watch-interval", type=_positive_float,
-        default=defaults.min_watch_interval_seconds,
-        help="smallest interval a Watch may ask for (default: %(default)s s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--max-subscribers", type=_positive_int, default=defaults.max_subscribers,
-        help="open Watch streams in total (default: %(default)s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--max-targets-per-watch", type=_positive_int, default=defaults.max_targets_per_watch,
-        help="targets in one Watch (default: %(default)s)",
-    )  # fmt: skip
-    watch_group.add_argument(
-        "--stall-timeout", type=_positive_float, default=defaults.stall_timeout_seconds,
-        help="end a subscriber that reads nothing for this long (default: %(default)s s)",
-    )  # fmt: skip
-    serve_parser.add_argument(
-        "--allow-link-local",
-        action="store_true",
-        help="allow link-local targets (refused by default: cloud metadata lives there)",
+    check_config.add_argument(
+        "--json", action="store_true", help="print JSON: each key's value, source and origin"
     )
+    add_flags(check_config)
 
     collect = commands.add_parser(
         "collect",

@@ -1,10 +1,11 @@
 """The ``tgi-collector`` command line (also ``python -m tgi_collector``).
 
-Sub-commands: ``serve`` (the gRPC server), ``collect URL`` (one scrape, no server needed),
-``parse FILE`` (check an exposition), ``simulate`` (a TGI look-alike to point it at), ``watch``
-(a live table from a collector's Watch stream) and ``demo`` (simulator, server and live table).
+Sub-commands: ``serve`` (the gRPC server), ``check-config`` (validate and print the configuration
+``serve`` would use), ``collect URL`` (one scrape, no server needed), ``parse FILE`` (check an
+exposition), ``simulate`` (a TGI look-alike to point it at), ``watch`` (a live table from a
+collector's Watch stream) and ``demo`` (simulator, server and live table).
 Exit codes: 0 success (also Ctrl-C out of ``watch`` and ``demo``), 1 the target is down or the
-file does not parse, 2 bad usage.
+file does not parse, 2 bad usage or an invalid configuration (checked before anything starts).
 """
 
 from __future__ import annotations
@@ -28,12 +29,19 @@ from tgi_collector._cli_args import build_parser
 from tgi_collector._format import format_exposition, format_snapshot
 from tgi_collector._table import WatchBoard, retry_reporter, run_live, terminal_mode
 from tgi_collector.client import CollectorClient
+from tgi_collector.config import (
+    EffectiveConfig,
+    config_path,
+    flags_from_args,
+    load_config,
+    resolve_log_level,
+)
 from tgi_collector.demo import run_demo
-from tgi_collector.errors import CollectorError, ExpositionError, TargetDeniedError
+from tgi_collector.errors import CollectorError, ConfigError, ExpositionError, TargetDeniedError
 from tgi_collector.exposition import parse
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.scraper import Scraper
-from tgi_collector.server import ServerConfig, serve
+from tgi_collector.server import serve
 from tgi_collector.simulator import SimulatorConfig, run_simulator
 from tgi_collector.targets import Target, validate_options, validate_url
 
@@ -182,25 +190,52 @@ def _parse_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _effective_config(args: argparse.Namespace) -> EffectiveConfig:
+    """``serve`` and ``check-config``: the file, the environment and the flags, merged."""
+    flag_value = args.file if args.command == "check-config" else args.config
+    path, origin = config_path(flag_value, os.environ)
+    return load_config(path, environ=os.environ, flags=flags_from_args(args), path_origin=origin)
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    if len(exc.problems) == 1:
+        print(f"tgi-collector: invalid configuration: {exc.problems[0]}", file=sys.stderr)
+    else:
+        lines = "".join(f"\n  {problem}" for problem in exc.problems)
+        print(f"tgi-collector: invalid configuration:{lines}", file=sys.stderr)
+
+
+def _check_config(args: argparse.Namespace, effective: EffectiveConfig) -> int:
+    for warning in effective.warnings:
+        print(f"tgi-collector: warning: {warning}", file=sys.stderr)
+    print(effective.to_json() if args.json else effective.to_toml(), end="\n" if args.json else "")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tgi-collector`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    effective: EffectiveConfig | None = None
     try:
-        if args.command == "serve":
-            config = ServerConfig(
-                listen=args.listen,
-                grace_seconds=args.grace,
-                allow_link_local=args.allow_link_local,
-                default_watch_interval_seconds=args.default_watch_interval,
-                min_watch_interval_seconds=args.min_watch_interval,
-                max_subscribers=args.max_subscribers,
-                max_targets_per_watch=args.max_targets_per_watch,
-                stall_timeout_seconds=args.stall_timeout,
-            )
-            asyncio.run(serve(config))
+        if args.command in ("serve", "check-config"):
+            # Everything is checked here, before anything starts.
+            effective = _effective_config(args)
+            log_level = effective.log_level
+        else:
+            log_level = resolve_log_level(args.log_level, os.environ)
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return 2
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if effective is not None and args.command == "check-config":
+            return _check_config(args, effective)
+        if effective is not None:
+            for warning in effective.warnings:
+                logger.warning("configuration: %s", warning)
+            if effective.config_file:
+                logger.info("configuration file %s", effective.config_file)
+            asyncio.run(serve(effective.server))
             return 0
         if args.command == "collect":
             return asyncio.run(_collect(args))
@@ -208,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse_file(args)
         if args.command == "health":
             return asyncio.run(_health(args))
-        if args.command in ("watch", "demo") and args.log_level == "INFO":
+        if args.command in ("watch", "demo") and log_level == "INFO":
             # The live table owns the terminal: routine INFO lines would tear through it
             # (retries are shown on the table). --log-level DEBUG shows everything.
             logger.setLevel(logging.WARNING)

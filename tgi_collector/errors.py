@@ -9,16 +9,20 @@ boundary where they are caught, with ``raise ... from exc`` so the cause stays v
     ├── InvalidRequestError        a request field is missing or out of range; names the field
     ├── TargetDeniedError          the target is outside the scrape policy
     ├── CapacityError              a server limit is exhausted (subscribers, targets per stream)
+    ├── ConfigError                the configuration (file, environment, flags) is invalid; names
+    │                              each key and where its value came from
     └── ScrapeError                a target could not be scraped; carries a ScrapeErrorKind
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 __all__ = [
     "CapacityError",
     "CollectorError",
+    "ConfigError",
     "ExpositionError",
     "InvalidRequestError",
     "SampleLimitError",
@@ -67,6 +71,21 @@ class TargetDeniedError(CollectorError):
 
 class CapacityError(CollectorError):
     """A server limit is exhausted: too many subscribers, or too many targets in one stream."""
+
+
+class ConfigError(CollectorError):
+    """The configuration is invalid; nothing was started.
+
+    ``problems`` holds one line per problem, each naming the key path (``policy.allow_networks[2]``)
+    and where the value came from (the file, an environment variable or a flag); the message is
+    those lines joined by newlines.
+    """
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        super().__init__("\n".join(self.problems))
 
 
 class ScrapeErrorKind(enum.Enum):
