@@ -110,23 +110,52 @@ def watch_request(
 
 
 class CollectorClient:
-    """A connection to a collector at ``address`` (``host:port``), plaintext.
+    """A connection to a collector at ``address`` (``host:port``).
 
     ``max_reconnect_backoff`` bounds how long the channel waits between connection attempts
     to a collector that is gone (gRPC's own default grows to 120 s, far longer than a Watch
     consumer wants to stay blind after the collector comes back).
+
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call (health included).
+    The channel is plaintext unless ``tls`` is true or a TLS file is given:
+    ``root_certificates`` (PEM bytes of the CA that signed the server's certificate; None:
+    the system's roots), and for mutual TLS ``certificate_chain`` and ``private_key`` (PEM
+    bytes of the client's certificate and key).
     """
 
-    def __init__(self, address: str, *, max_reconnect_backoff: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        max_reconnect_backoff: float = 10.0,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+    ) -> None:
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+        if token is not None and not (token and all("!" <= char <= "~" for char in token)):
+            raise ValueError("token must be non-empty printable ASCII without spaces")
         self.address = address
-        self._channel = grpc.aio.insecure_channel(
-            address,
-            options=[
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", max(100, round(max_reconnect_backoff * 1000))),
-            ],
+        self._metadata: tuple[tuple[str, str], ...] = (
+            () if token is None else (("authorization", f"Bearer {token}"),)
         )
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", max(100, round(max_reconnect_backoff * 1000))),
+        ]
+        if tls or root_certificates is not None or certificate_chain is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=private_key,
+                certificate_chain=certificate_chain,
+            )
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
         # The generated _pb2_grpc module has no type annotations (protoc writes none for it).
         self._stub = collector_pb2_grpc.CollectorServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -143,7 +172,7 @@ class CollectorClient:
             target=collector_pb2.Target(instance_id=instance_id, endpoint=endpoint),
             options=collector_pb2.ScrapeOptions(omit_raw_metrics=omit_raw_metrics),
         )
-        response = await self._stub.Collect(request, timeout=timeout)
+        response = await self._stub.Collect(request, timeout=timeout, metadata=self._metadata)
         snapshot: snapshot_pb2.Snapshot = response.snapshot
         return snapshot
 
@@ -191,7 +220,7 @@ class CollectorClient:
         attempt = 0
         while True:
             received = False
-            call = self._stub.Watch(request)
+            call = self._stub.Watch(request, metadata=self._metadata)
             try:
                 while True:
                     async with asyncio.timeout(silence):
@@ -233,7 +262,9 @@ class CollectorClient:
     async def health(self, service: str = "", *, timeout: float | None = 5.0) -> str:
         """The serving status name from the standard health service, e.g. ``"SERVING"``."""
         stub = health_pb2_grpc.HealthStub(self._channel)
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        response = await stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout, metadata=self._metadata
+        )
         status: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
         return status
 

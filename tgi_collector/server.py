@@ -1,6 +1,7 @@
 """The gRPC server: ``CollectorService`` on ``grpc.aio``, with health and reflection.
 
-This is the only module that imports ``grpc``. Domain errors become status codes here, once:
+Only this module, :mod:`tgi_collector.auth` (the token interceptor, TLS credentials) and the
+client import ``grpc``. Domain errors become status codes here, once:
 
 - :class:`~tgi_collector.errors.InvalidRequestError` -> ``INVALID_ARGUMENT`` (names the field)
 - :class:`~tgi_collector.errors.TargetDeniedError` -> ``PERMISSION_DENIED`` (generic message)
@@ -9,6 +10,11 @@ This is the only module that imports ``grpc``. Domain errors become status codes
 - anything unexpected -> ``INTERNAL`` with a generic message; the traceback goes to the log,
   never to the caller, and no handler ever answers ``UNKNOWN``.
 
+Before any handler: a call without a configured bearer token is ``UNAUTHENTICATED``
+(:mod:`tgi_collector.auth`); a Collect past ``max_concurrent_collects`` or a Watch past
+``max_subscribers_per_peer`` is ``RESOURCE_EXHAUSTED`` at once; a request larger than
+``max_receive_bytes`` is ``RESOURCE_EXHAUSTED`` from grpc itself.
+
 A target that fails is not an RPC error: ``Collect`` answers OK with a down snapshot.
 """
 
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -25,10 +32,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from tgi_collector import convert
+from tgi_collector import _limits, auth, convert
 from tgi_collector.errors import CapacityError, InvalidRequestError, TargetDeniedError
 from tgi_collector.hub import EventKind, Hub, Subscription
 from tgi_collector.policy import TargetPolicy
+from tgi_collector.registry import TargetRegistry
 from tgi_collector.scraper import Scraper
 from tgi_collector.v1 import collector_pb2
 
@@ -99,6 +107,21 @@ class ServerConfig:
             max_targets=self.max_targets_per_watch,
         )
 
+    @property
+    def tls_files(self) -> auth.TlsFiles:
+        """The TLS files of the gRPC port (none set: plaintext)."""
+        return auth.TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+
+    def check(self) -> None:
+        """Raise ValueError naming the first setting out of range (reads no file).
+
+        Limits must be positive (byte and stream counts at most 2**31 - 1, grpc's C ints),
+        durations positive and finite, the Watch intervals ordered min <= default <= max,
+        and TLS settings complete (a cert needs its key; a client CA needs both).
+        """
+        _limits.check_server_config(self)
+        self.tls_files.check()
+
 
 @contextlib.asynccontextmanager
 async def _status_codes(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -130,19 +153,38 @@ _EVENT_KINDS = {
 class _CollectorServicer:
     """``CollectorService``: Collect scrapes now; Watch streams from the shared hub."""
 
-    def __init__(self, scraper: Scraper, hub: Hub, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        scraper: Scraper,
+        hub: Hub,
+        config: ServerConfig,
+        registry: TargetRegistry | None = None,
+    ) -> None:
         self._scraper = scraper
+        self._registry = registry
         self._hub = hub
         self._config = config
         self.draining = False
+        self._collects = _limits.ConcurrencyLimit(
+            config.max_concurrent_collects,
+            _limits.COLLECT_LIMIT_MESSAGE,
+            setting="max_concurrent_collects",
+        )
+        self._watchers = _limits.PerKeyLimit(
+            config.max_subscribers_per_peer, "Watch streams", setting="max_subscribers_per_peer"
+        )
 
     async def collect(
         self, request: collector_pb2.CollectRequest, context: grpc.aio.ServicerContext
     ) -> collector_pb2.CollectResponse:
         async with _status_codes(context):
-            target, options = convert.collect_request_from_proto(request)
-            snapshot = await self._scraper.scrape(target, options)
-            return collector_pb2.CollectResponse(snapshot=convert.snapshot_to_proto(snapshot))
+            # Past the limit a call is refused at once (RESOURCE_EXHAUSTED), never queued.
+            with self._collects.hold():
+                target, options = convert.collect_request_from_proto(
+                    request, registry=self._registry
+                )
+                snapshot = await self._scraper.scrape(target, options)
+                return collector_pb2.CollectResponse(snapshot=convert.snapshot_to_proto(snapshot))
         raise AssertionError("unreachable: _status_codes aborts")  # pragma: no cover
 
     async def watch(
@@ -151,19 +193,23 @@ class _CollectorServicer:
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
         async with _status_codes(context):
-            spec = convert.watch_request_from_proto(request, self._config.watch_limits)
-            for target in spec.targets:
-                await self._scraper.check_target(target)
-            subscription = self._hub.subscribe(
-                spec.targets,
-                interval_seconds=spec.interval_seconds,
-                options=spec.options,
-                updates_only=spec.updates_only,
-                suppress_unchanged=spec.suppress_unchanged,
-                heartbeat_seconds=spec.heartbeat_seconds,
+            spec = convert.watch_request_from_proto(
+                request, self._config.watch_limits, registry=self._registry
             )
-            async with subscription:
-                await self._stream(subscription, context)
+            # One slot per open stream of this client address, released when the stream ends.
+            with self._watchers.hold(_limits.peer_host(context.peer())):
+                for target in spec.targets:
+                    await self._scraper.check_target(target)
+                subscription = self._hub.subscribe(
+                    spec.targets,
+                    interval_seconds=spec.interval_seconds,
+                    options=spec.options,
+                    updates_only=spec.updates_only,
+                    suppress_unchanged=spec.suppress_unchanged,
+                    heartbeat_seconds=spec.heartbeat_seconds,
+                )
+                async with subscription:
+                    await self._stream(subscription, context)
 
     async def _stream(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> None:
         stall = self._config.stall_timeout_seconds
@@ -206,10 +252,34 @@ class CollectorServer:
 
     def __init__(self, config: ServerConfig | None = None, *, scraper: Scraper | None = None):
         self.config = config or ServerConfig()
-        self._owns_scraper = scraper is None
-        self._scraper = scraper or Scraper(
-            policy=TargetPolicy(allow_link_local=self.config.allow_link_local)
+        self.config.check()
+        # Files are read now: a missing or bad token or TLS file fails before anything starts.
+        self._credentials = (
+            auth.server_credentials(self.config.tls_files)
+            if self.config.tls_files.enabled
+            else None
         )
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        self._token_count = 0
+        if self.config.token_file is not None:
+            digests = auth.load_tokens(self.config.token_file)
+            self._token_count = len(digests)
+            exempt = () if self.config.auth_health_and_reflection else auth.DEFAULT_EXEMPT_PREFIXES
+            interceptors.append(auth.BearerTokenInterceptor(digests, exempt_prefixes=exempt))
+        self._owns_scraper = scraper is None
+        # Bad policy entries or registered targets are a ValueError naming the setting.
+        policy = TargetPolicy(
+            allow_link_local=self.config.allow_link_local,
+            allow_cloud_metadata=self.config.allow_cloud_metadata,
+            allow_networks=self.config.allow_networks,
+            deny_networks=self.config.deny_networks,
+            allow_hosts=self.config.allow_hosts,
+            deny_hosts=self.config.deny_hosts,
+        )
+        self.registry = TargetRegistry(
+            self.config.registered_targets, registered_only=self.config.registered_only
+        )
+        self._scraper = scraper or Scraper(policy=policy)
         self.hub = Hub(
             self._scraper,
             convert.encode_watch_snapshot,
@@ -218,13 +288,9 @@ class CollectorServer:
         )
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", self.config.max_receive_bytes),
-                ("grpc.max_send_message_length", self.config.max_send_bytes),
-                ("grpc.so_reuseport", 0),
-            ]
+            interceptors=interceptors, options=_limits.server_options(self.config)
         )
-        self._servicer = _CollectorServicer(self._scraper, self.hub, self.config)
+        self._servicer = _CollectorServicer(self._scraper, self.hub, self.config, self.registry)
         _add_service(self._server, self._servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -240,14 +306,42 @@ class CollectorServer:
     async def start(self) -> int:
         """Bind and start serving; returns the bound port (useful with port 0)."""
         try:
-            self.port = self._server.add_insecure_port(self.config.listen)
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(self.config.listen)
+            else:
+                self.port = self._server.add_secure_port(self.config.listen, self._credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {self.config.listen}: {exc}") from exc
         await self._server.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("serving on %s (port %d)", self.config.listen, self.port)
+        logger.info(
+            "serving on %s (port %d); %s; %s",
+            self.config.listen, self.port, self._describe_tls(), self._describe_auth(),
+        )  # fmt: skip
+        if self._token_count and self._credentials is None and not _is_loopback(self.config.listen):
+            logger.warning(
+                "bearer tokens are required but the port is plaintext: tokens cross the network"
+                " in the clear (set tls_cert_file and tls_key_file)"
+            )
         return self.port
+
+    def _describe_tls(self) -> str:
+        if self._credentials is None:
+            return "plaintext"
+        if self.config.tls_client_ca_file is not None:
+            return "TLS, client certificates required"
+        return "TLS"
+
+    def _describe_auth(self) -> str:
+        if not self._token_count:
+            return "no bearer token required"
+        scope = (
+            "every call"
+            if self.config.auth_health_and_reflection
+            else "all but health and reflection"
+        )
+        return f"bearer token required for {scope} ({self._token_count} token(s) loaded)"
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop.
@@ -273,6 +367,16 @@ class CollectorServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]") or listen
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(config: ServerConfig, *, ready: Callable[[int], None] | None = None) -> None:
