@@ -534,3 +534,31 @@ async def test_grpcurl_with_mutual_tls(pki: Pki, token_file: Path, target: str) 
         # No client certificate: the handshake fails.
         code, _, err = await _run("-cacert", str(pki.ca), *bearer, address, "list")
         assert code != 0
+
+
+async def test_cli_health_over_tls_with_a_token(
+    pki: Pki, token_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tgi-collector health`` reaches a TLS collector that wants a token for health too."""
+    from tgi_collector.cli import main  # noqa: PLC0415 - the CLI, as a user runs it
+
+    config = _config(
+        token_file=str(token_file),
+        auth_health_and_reflection=True,
+        tls_cert_file=str(pki.server_cert),
+        tls_key_file=str(pki.server_key),
+    )
+    async with CollectorServer(config) as server:
+        address = f"localhost:{server.port}"
+        base = ["health", "--server", address, "--timeout", "5", "--cacert", str(pki.ca)]
+        assert await asyncio.to_thread(main, [*base, "--token-file", str(token_file)]) == 0
+        assert capsys.readouterr().out.strip() == f"{address}: SERVING"
+        # The same without the token: refused with the one message, and the exit code says so.
+        assert await asyncio.to_thread(main, base) == 1
+        assert "UNAUTHENTICATED: missing or invalid bearer token" in capsys.readouterr().err
+        # A wrong token file: refused too; the token never shows in the output.
+        wrong = tmp_path / "wrong"
+        wrong.write_text("not-the-token\n")
+        assert await asyncio.to_thread(main, [*base, "--token-file", str(wrong)]) == 1
+        captured = capsys.readouterr()
+        assert "not-the-token" not in captured.out + captured.err

@@ -84,6 +84,22 @@ def _add_config_file_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_connection_args(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a collector that wants TLS or a token."""
+    group = parser.add_argument_group("connection to the collector")
+    group.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="send the bearer token in FILE (its first line) with every call",
+    )
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    group.add_argument(
+        "--cacert", metavar="FILE", help="use TLS, trusting the CA certificate(s) in FILE"
+    )
+    group.add_argument("--cert", metavar="FILE", help="client certificate for mutual TLS")
+    group.add_argument("--key", metavar="FILE", help="private key of --cert")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tgi-collector",
@@ -164,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", default="127.0.0.1:50051", help="collector address (default: %(default)s)"
     )
     health_parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    _add_connection_args(health_parser)
 
     watch = commands.add_parser(
         "watch",
@@ -211,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--count", type=_positive_int, default=None, help="exit after this many snapshots"
     )
+    _add_connection_args(watch)
 
     demo = commands.add_parser(
         "demo",

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -85,7 +86,7 @@ async def _watch(args: argparse.Namespace) -> int:
         title=f"tgi-collector watch  {args.server}  {interval}",
         expected=len(dict.fromkeys(targets)),
     )
-    async with CollectorClient(args.server) as client:
+    async with _client(args) as client:
         messages = client.watch(
             targets,
             interval=args.interval,
@@ -152,8 +153,33 @@ def _run_live_command(work: Coroutine[Any, Any, int]) -> int:
         return 0
 
 
+def _client(args: argparse.Namespace) -> CollectorClient:
+    """A client for ``--server`` with the command's token and TLS options."""
+    token = None
+    if args.token_file:
+        lines = Path(args.token_file).read_text(encoding="utf-8").splitlines()
+        # The server's token file format: the first line that is not blank or a comment.
+        tokens = (line.strip() for line in lines)
+        token = next((line for line in tokens if line and not line.startswith("#")), "")
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    try:
+        return CollectorClient(
+            args.server,
+            token=token,
+            tls=args.tls,
+            root_certificates=read(args.cacert),
+            certificate_chain=read(args.cert),
+            private_key=read(args.key),
+        )
+    except ValueError as exc:  # a bad token file or half a client certificate
+        raise ConfigError(str(exc)) from exc
+
+
 async def _health(args: argparse.Namespace) -> int:
-    async with CollectorClient(args.server) as client:
+    async with _client(args) as client:
         try:
             status = await client.health(timeout=args.timeout)
         except grpc.aio.AioRpcError as exc:
