@@ -247,6 +247,25 @@ def _refused(exc: OSError, shown: str, *, tls: bool) -> ScrapeError:
     return ScrapeError(ScrapeErrorKind.CONNECT, f"cannot connect to {shown} ({detail})")
 
 
+def _host_header(authority: str, origin: _Origin) -> str:
+    """``Host`` as in the URL (``host[:port]``), a non-ASCII host name in its IDNA form."""
+    if authority.isascii():
+        return authority
+    host, bracket, port = authority.rpartition("]") if authority.startswith("[") else ("", "", "")
+    if not bracket:
+        host, colon, port = authority.rpartition(":")
+        if not colon or not port.isdigit():
+            host, port = authority, ""
+    try:
+        # Label by label, as resolvers do; a label IDNA cannot encode is no host we can name.
+        encoded = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ScrapeError(
+            ScrapeErrorKind.CONNECT, f"host name of {origin.shown} cannot be encoded ({exc})"
+        ) from exc
+    return f"{encoded}:{port}" if port else encoded
+
+
 def _request_target(path: str, query: str) -> str:
     target = quote(path or "/", safe=_SAFE_IN_TARGET)
     return f"{target}?{quote(query, safe=_SAFE_IN_TARGET)}" if query else target
@@ -299,11 +318,7 @@ class HttpClient:
         )
         if not addresses:
             raise ScrapeError(ScrapeErrorKind.CONNECT, f"cannot resolve host of {origin.shown}")
-        host_header = parts.netloc.rpartition("@")[2]
-        try:
-            host_header.encode("ascii")
-        except UnicodeError:
-            host_header = host_header.encode("idna").decode("ascii")
+        host_header = _host_header(parts.netloc.rpartition("@")[2], origin)
         data = request(_request_target(parts.path, parts.query), [("Host", host_header), *headers])
         connection, key = await self._exchange(origin, addresses, data)
         try:

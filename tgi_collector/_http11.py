@@ -10,7 +10,8 @@ What is understood (RFC 9112), strictly, because a collector talks to servers it
 - a status line ``HTTP/1.0`` or ``HTTP/1.1``, a three-digit code and a reason; header lines
   ``name: value`` (names of token characters, no obsolete line folding); ``CRLF`` or a bare
   ``LF`` ending lines; a head of at most 64 KiB and 200 header lines;
-- interim ``1xx`` responses are skipped (``101`` is refused: a GET never asks to switch);
+- interim ``1xx`` responses are skipped, at most 16 of them (``101`` is refused: a GET never
+  asks to switch);
 - a body framed by ``Transfer-Encoding: chunked`` (extensions and trailers read and
   ignored), else by ``Content-Length`` (one value, or repeats of the same value), else by the
   end of the connection; no body after ``204`` and ``304``.
@@ -28,6 +29,8 @@ __all__ = ["MAX_HEAD_BYTES", "ProtocolViolation", "ResponseHead", "ResponseParse
 
 MAX_HEAD_BYTES: Final = 64 * 1024
 _MAX_HEADER_LINES: Final = 200
+# Servers send one 100 Continue or 103 Early Hints; a stream of them is an attack on our CPU.
+_MAX_INTERIM: Final = 16
 _MAX_CHUNK_LINE: Final = 4096
 _STATUS_LINE: Final = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -127,6 +130,7 @@ class ResponseParser:
         self._framing = _LENGTH
         self._remaining = 0  # body bytes still expected (length) or left in this chunk
         self._chunk_state = _SIZE
+        self._interim = 0  # 1xx heads skipped
         self.started = False  # whether any byte of the response came (for retry decisions)
         self.buffered = 0  # body bytes received and not taken yet
 
@@ -184,6 +188,9 @@ class ResponseParser:
             if head.status == 101:
                 raise ProtocolViolation("unexpected 101 Switching Protocols")
             if 100 <= head.status < 200:  # interim: the final response follows
+                self._interim += 1
+                if self._interim > _MAX_INTERIM:
+                    raise ProtocolViolation(f"more than {_MAX_INTERIM} interim responses")
                 self._buffer += rest
                 continue
             self._start_body(head)

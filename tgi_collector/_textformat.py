@@ -21,6 +21,7 @@ __all__ = [
     "parse_meta",
     "parse_number",
     "parse_series",
+    "quoted",
     "value_and_timestamp",
 ]
 
@@ -42,6 +43,17 @@ _TYPES: Final = {
 
 class Malformed(Exception):
     """A malformed line; the parse loop adds the line number."""
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text`` for an error message, cut to ``limit`` characters.
+
+    Messages travel in every down snapshot of a target: a hostile target must not be able to
+    make them as large as its body by repeating a bad token.
+    """
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def parse_number(token: str) -> float | None:
@@ -100,11 +112,11 @@ def _unquote_name(term: str) -> str:
     term = term.strip()
     if term[:1] == '"':
         if len(term) < 2 or term[-1] != '"':
-            raise Malformed(f"missing closing quote in name {term!r}")
+            raise Malformed(f"missing closing quote in name {quoted(term)}")
         return _unescape(term[1:-1])
     term = _unescape(term)
     if not _PC_NAME.match(term):
-        raise Malformed(f"invalid name {term!r}")
+        raise Malformed(f"invalid name {quoted(term)}")
     return term
 
 
@@ -130,13 +142,13 @@ def _parse_labels(body: str) -> dict[str, str]:
             continue
         name = _unquote_name(name_term)
         if term[0] != '"' or _closing_quote(term) != len(term) - 1:
-            raise Malformed(f"label value of {name!r} is not one quoted string")
+            raise Malformed(f"label value of {quoted(name)} is not one quoted string")
         if name == "__name__" and len(term) == 2:
             raise Malformed("empty metric name")
         if name != "__name__" and _RESERVED.match(name):
-            raise Malformed(f"reserved label name {name!r}")
+            raise Malformed(f"reserved label name {quoted(name)}")
         if name in labels:
-            raise Malformed(f"duplicate label name {name!r}")
+            raise Malformed(f"duplicate label name {quoted(name)}")
         labels[name] = _unescape(term[1:-1])
     return labels
 
@@ -172,7 +184,7 @@ def _timestamp(token: str) -> int | None:
             pass
     value = parse_number(token)
     if value is None:
-        raise Malformed(f"invalid timestamp {token!r}")
+        raise Malformed(f"invalid timestamp {quoted(token)}")
     return int(value) if math.isfinite(value) else None
 
 
@@ -183,7 +195,7 @@ def value_and_timestamp(rest: str) -> tuple[float, int | None, int]:
         raise Malformed("missing value")
     value = parse_number(tokens[0])
     if value is None:
-        raise Malformed(f"invalid value {tokens[0]!r}")
+        raise Malformed(f"invalid value {quoted(tokens[0])}")
     count = len(tokens)
     for index in range(1, count - 1):
         if tokens[index] == "#" and tokens[index + 1][0] == "{":  # an OpenMetrics exemplar

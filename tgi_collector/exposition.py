@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import fields
+from itertools import chain
 from operator import attrgetter, is_, itemgetter
 from typing import Any, Final, cast
 
@@ -57,6 +59,7 @@ from tgi_collector._textformat import (
     parse_meta,
     parse_number,
     parse_series,
+    quoted,
     value_and_timestamp,
 )
 from tgi_collector.errors import ExpositionError, SampleLimitError
@@ -177,6 +180,30 @@ def _guess_group(name: str, labels: Labels, keys: dict[Labels, Labels]) -> _Grou
     return None
 
 
+# Lines are split a slice of the text at a time: a body of millions of short lines must not
+# become a list of millions of strings at once.
+_SLICE_CHARS: Final = 1 << 16
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (split on ``\\n``, as ``text.split("\\n")``), lazily by slices."""
+    if len(text) <= _SLICE_CHARS:
+        return iter(text.split("\n"))
+    return chain.from_iterable(piece.split("\n") for piece in _pieces(text))
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """``text`` cut at newlines (which are dropped) into pieces of about ``_SLICE_CHARS``."""
+    start = 0
+    while True:
+        cut = text.find("\n", start + _SLICE_CHARS)
+        if cut < 0:
+            yield text[start:]
+            return
+        yield text[start:cut]
+        start = cut + 1
+
+
 class _Family:
     """A family while it is being parsed."""
 
@@ -271,6 +298,7 @@ class Parser:
         # from: an unchanged text or family comes back as the very same object, which lets
         # callers (views, windows, encoders) skip unchanged work by identity.
         self._last: tuple[str, Exposition, int] | None = None
+        self._caching = True  # False once a parse is over its sample limit
         self._built: dict[str, tuple[_Family, MetricFamily]] = {}
 
     def parse(self, text: str, *, max_samples: int | None = None) -> Exposition:
@@ -295,8 +323,10 @@ class Parser:
         entries: list[_Entry] = []
         allowed: frozenset[str] = frozenset()
         lineno, line = 0, ""
+        count, limit = 0, max_samples if max_samples is not None else sys.maxsize
+        self._caching = True
         try:
-            for lineno, line in enumerate(text.split("\n"), 1):
+            for lineno, line in enumerate(_lines(text), 1):
                 key, _, vtext = line.rpartition(" ")
                 entry = get(key)
                 if entry is None:
@@ -330,6 +360,13 @@ class Parser:
                             item.__class__ = Quantile
                         entry = (entry[0], entry[1], vtext, sample, group, item)
                         cache[key] = entry
+                count += 1
+                if count > limit:
+                    # Parse on (a malformed line still wins, as in Prometheus) but keep
+                    # nothing more, not even new series in the cache: memory stays bounded
+                    # by the limit, not by the body.
+                    self._caching = False
+                    continue
                 if entry[0] in allowed:
                     entries.append(entry)
                 else:
@@ -348,12 +385,11 @@ class Parser:
             if family.bad_type:
                 kind, lineno, line = family.bad_type
                 raise ExpositionError(
-                    f"unknown metric type {kind!r}", line_number=lineno, line=line
+                    f"unknown metric type {quoted(kind)}", line_number=lineno, line=line
                 )
-        sample_count = sum(len(f.entries) for f in families.values())
-        if max_samples is not None and max_samples < sample_count:
-            raise SampleLimitError(max_samples)
-        return Exposition(tuple(map(self._reuse_or_build, families.values()))), sample_count
+        if count > limit:
+            raise SampleLimitError(limit)
+        return Exposition(tuple(map(self._reuse_or_build, families.values()))), count
 
     def _reuse_or_build(self, family: _Family) -> MetricFamily:
         """The previous parse's family if nothing in it changed, else a newly built one.
@@ -420,7 +456,8 @@ class Parser:
             self._cache.clear()
             self._keys.clear()
         entry = (name, labels, None, _NO_SAMPLE, _guess_group(name, labels, self._keys), None)
-        self._cache[key] = entry
+        if self._caching:
+            self._cache[key] = entry
         return entry
 
     def _number(self, vtext: str) -> float | None:

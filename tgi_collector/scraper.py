@@ -89,14 +89,46 @@ class _Progress:
     body_bytes: int = 0
 
 
+# Bodies larger than this are parsed in a worker thread: at about a microsecond per line, a
+# 16 MiB body of short lines would otherwise hold the event loop (every other scrape loop and
+# RPC) for seconds. A real TGI body (~100 kB) is parsed inline: a thread hop costs more.
+_INLINE_PARSE_CHARS = 1 << 20
+
+
 class _TargetCaches:
     """What the scrapes of one target URL remember of each other."""
 
-    __slots__ = ("parser", "views")
+    __slots__ = ("_parsing", "parser", "views")
 
     def __init__(self) -> None:
         self.parser = Parser()
         self.views = tgi.ViewCache()
+        self._parsing: asyncio.Future[Exposition] | None = None
+
+    async def parse(self, text: str, max_samples: int) -> Exposition:
+        """Parse with this target's parser: inline, or in a thread for a large body.
+
+        A scrape that hits its deadline leaves a threaded parse running (a thread cannot be
+        interrupted); the parser is not thread-safe, so the next parse of the target waits for
+        it first, within its own deadline.
+        """
+        if self._parsing is not None:
+            await asyncio.wait({self._parsing})
+        if len(text) <= _INLINE_PARSE_CHARS:
+            return self.parser.parse(text, max_samples=max_samples)
+        future = asyncio.ensure_future(
+            asyncio.to_thread(self.parser.parse, text, max_samples=max_samples)
+        )
+        self._parsing = future
+        future.add_done_callback(self._parsed)
+        # shield: a deadline cancels the scrape, not the parse the parser is busy with.
+        return await asyncio.shield(future)
+
+    def _parsed(self, future: asyncio.Future[Exposition]) -> None:
+        if self._parsing is future:
+            self._parsing = None
+        if not future.cancelled():
+            future.exception()  # retrieved: a parse error nobody waits for is not "lost"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +274,8 @@ class Scraper:
         ]
         body = await self._get(target.url, addresses, headers, options.max_body_bytes, progress)
         text = decode_utf8(body)
-        parser = self._caches(target.url).parser
         try:
-            return parser.parse(text, max_samples=options.max_samples)
+            return await self._caches(target.url).parse(text, options.max_samples)
         except SampleLimitError as exc:
             raise ScrapeError(ScrapeErrorKind.TOO_MANY_SAMPLES, str(exc)) from exc
         except ExpositionError as exc:

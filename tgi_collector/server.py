@@ -27,8 +27,10 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -175,9 +177,10 @@ class _CollectorServicer:
         )
 
     async def collect(
-        self, request: collector_pb2.CollectRequest, context: grpc.aio.ServicerContext
+        self, data: bytes, context: grpc.aio.ServicerContext
     ) -> collector_pb2.CollectResponse:
         async with _status_codes(context):
+            request = _decode(collector_pb2.CollectRequest, data)
             # Past the limit a call is refused at once (RESOURCE_EXHAUSTED), never queued.
             with self._collects.hold():
                 target, options = convert.collect_request_from_proto(
@@ -187,12 +190,11 @@ class _CollectorServicer:
                 return collector_pb2.CollectResponse(snapshot=convert.snapshot_to_proto(snapshot))
         raise AssertionError("unreachable: _status_codes aborts")  # pragma: no cover
 
-    async def watch(
-        self, request: collector_pb2.WatchRequest, context: grpc.aio.ServicerContext
-    ) -> None:
+    async def watch(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
         async with _status_codes(context):
+            request = _decode(collector_pb2.WatchRequest, data)
             spec = convert.watch_request_from_proto(
                 request, self._config.watch_limits, registry=self._registry
             )
@@ -228,19 +230,36 @@ class _CollectorServicer:
                 ) from None
 
 
+_Request = TypeVar("_Request", collector_pb2.CollectRequest, collector_pb2.WatchRequest)
+
+
+def _decode(message_type: type[_Request], data: bytes) -> _Request:
+    """Parse request bytes; bytes that are no such message are INVALID_ARGUMENT.
+
+    Done in the handler rather than by gRPC, which answers a failing deserializer with UNKNOWN
+    and the parser's internals in the message.
+    """
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        raise InvalidRequestError(
+            "request", f"is not a valid {message_type.DESCRIPTOR.name} message"
+        ) from exc
+
+
 def _add_service(server: grpc.aio.Server, servicer: _CollectorServicer) -> None:
     # Registered by hand rather than with the generated helper: Watch writes bytes that are
     # already serialized (one encoding per tick shared by every subscriber), so its response
-    # serializer is the identity.
+    # serializer is the identity; requests arrive as bytes and are parsed by the handlers.
     handlers = {
         "Collect": grpc.unary_unary_rpc_method_handler(
             servicer.collect,
-            request_deserializer=collector_pb2.CollectRequest.FromString,
+            request_deserializer=None,
             response_serializer=collector_pb2.CollectResponse.SerializeToString,
         ),
         "Watch": grpc.unary_stream_rpc_method_handler(
             servicer.watch,
-            request_deserializer=collector_pb2.WatchRequest.FromString,
+            request_deserializer=None,
             response_serializer=None,
         ),
     }
