@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +136,24 @@ def _assert_same_as_prometheus_client(text: str) -> None:
 
 
 def _pc_misreads_a_line(text: str) -> bool:
-    """A sample line without any blank: prometheus_client reads ``nan`` as ``na`` = NaN."""
-    return any(
-        (s := line.strip()) and s[0] != "#" and not any(c in s for c in " \t{")
-        for line in text.split("\n")
-    )
+    """A line where prometheus_client departs from the format (documented in exposition.py).
+
+    A sample line without any blank: prometheus_client reads ``nan`` as ``na`` = NaN. A
+    comment whose first token is more than ``#`` (``#x TYPE a gauge``, ``#\xa0 TYPE ...``):
+    prometheus_client reads it as a HELP/TYPE line, Prometheus and we as a plain comment.
+    """
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped[0] != "#":
+            if not any(c in stripped for c in " \t{"):
+                return True
+            continue
+        tokens = re.split(r"[ \t\n\r\x0b\x0c]+", stripped, maxsplit=2)  # as prometheus_client
+        if len(tokens) > 1 and tokens[0] != "#" and tokens[1] in ("HELP", "TYPE"):
+            return True
+    return False
 
 
 # --- real files and the OpenMetrics suite ------------------------------------------------------
