@@ -4,6 +4,10 @@
 2. An independent, deliberately naive reimplementation (``_naive_quantile``: dict merge,
    running maximum, linear scan) compared on the real TGI scrape and on generated buckets.
 3. Properties: result inside the bucket range, monotone in q, independent of input order.
+
+The fast path (bounds that already rise strictly skip the sort and merge) is checked bit for
+bit against the general path, and the monotonicity fix's inlined common case against
+Prometheus' formulation calling ``almost.Equal``, on edge values around every branch.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import itertools
 import math
 import random
 import re
+import struct
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tgi_collector import tgi
-from tgi_collector._quantile import bucket_quantile
+from tgi_collector import _quantile, tgi
+from tgi_collector._quantile import bucket_quantile, bucket_quantiles, quantiles_of
 from tgi_collector.metrics import Bucket
 from tgi_collector.tgi import histogram_quantile
 
@@ -358,3 +366,295 @@ def test_independent_of_input_order(
     else:
         # Equal bounds are added in input order; with integer counts the sum is exact.
         assert first == second
+
+
+# -- the fast path: bounds that already rise strictly ------------------------------------------
+#
+# Bounds as the parser hands them over (sorted, distinct, no NaN) skip the sort and the merge,
+# which are no-ops on them; the answer must be the very same float as through the general path.
+# Counts here are any floats (NaN, infinities, negatives, subnormals, noise around PromQL's
+# 1e-12 tolerance), since that path must not care where they come from.
+
+_ODD_COUNTS = [
+    0.0,
+    -0.0,
+    5e-324,
+    1e-320,
+    sys.float_info.min,
+    sys.float_info.max / 2,
+    sys.float_info.max,
+    INF,
+    -INF,
+    math.nan,
+    -1.0,
+    1.0,
+    1.0 + 1e-12,
+    1.0 + 2e-12,
+    1.0 + 3e-12,
+    1e15,
+    1e15 + 1,
+]
+_COUNTS = st.one_of(st.floats(), st.sampled_from(_ODD_COUNTS), st.integers(0, 1000).map(float))
+
+
+def _same(first: tuple[float | None, ...], second: tuple[float | None, ...]) -> bool:
+    """Identical answers: None where None, and floats equal to the bit (sign of zero too)."""
+    return [None if x is None else struct.pack("<d", x) for x in first] == [
+        None if x is None else struct.pack("<d", x) for x in second
+    ]
+
+
+_ALL_QS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0)
+
+
+@st.composite
+def _rising_buckets(draw: st.DrawFn) -> tuple[list[float], list[float]]:
+    """Strictly increasing bounds (usually with +Inf) and arbitrary float counts."""
+    finite = draw(
+        st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=12, unique=True)
+    )
+    bounds = sorted(finite) + ([INF] if draw(st.booleans()) else [])
+    counts = draw(st.lists(_COUNTS, min_size=len(bounds), max_size=len(bounds)))
+    if draw(st.booleans()):
+        # Noise-sized steps between neighbours, PromQL's small-delta case.
+        scale = draw(st.sampled_from([1.0, 1e-300, 1e300, 5e-324]))
+        steps = draw(st.lists(st.sampled_from([0.0, 1e-13, 5e-13, 1e-12, 2e-12, -1e-12, 1.0])))
+        running = scale
+        for i in range(min(len(counts), len(steps))):
+            running *= 1 + steps[i]
+            counts[i] = running
+    return bounds, counts
+
+
+@settings(max_examples=500, deadline=None)
+@given(_rising_buckets(), st.randoms(use_true_random=False))
+def test_fast_path_matches_the_general_path(
+    buckets: tuple[list[float], list[float]], rng: random.Random
+) -> None:
+    bounds, counts = buckets
+    fast = quantiles_of(_ALL_QS, bounds, counts)
+    if len(bounds) >= 2:
+        assert _quantile._rising_floats(bounds) is not None  # the fast path was taken
+    # Reversed (and shuffled) input cannot take it: sorted again, the same operations follow.
+    pairs = list(zip(bounds, counts, strict=True))
+    for reordered in (pairs[::-1], rng.sample(pairs, len(pairs))):
+        again = [bound for bound, _ in reordered]
+        if len(again) >= 2 and reordered != pairs:
+            assert _quantile._rising_floats(again) is None
+        assert _same(fast, bucket_quantiles(_ALL_QS, reordered))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_rising_buckets(), st.data())
+def test_merged_and_dropped_buckets_match_the_fast_path(
+    buckets: tuple[list[float], list[float]], data: st.DataObject
+) -> None:
+    """A bound given twice (general path: merged) answers like one bucket holding the sum,
+    and a NaN bound (general path: dropped) like its absence."""
+    bounds, counts = buckets
+    if not bounds:
+        return
+    i = data.draw(st.integers(0, len(bounds) - 1))
+    part = data.draw(_COUNTS)
+    split = list(zip(bounds, counts, strict=True))
+    split.insert(i + 1, (bounds[i], part))
+    split.insert(data.draw(st.integers(0, len(split))), (math.nan, data.draw(_COUNTS)))
+    merged = list(counts)
+    merged[i] = counts[i] + part  # what coalescing computes, in the same order
+    assert _same(quantiles_of(_ALL_QS, bounds, merged), bucket_quantiles(_ALL_QS, split))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histograms(), st.lists(_QS, max_size=5))
+def test_quantiles_of_lists_agrees_with_buckets(
+    pairs: list[tuple[float, float]], qs: list[float]
+) -> None:
+    bounds, counts = [b for b, _ in pairs], [c for _, c in pairs]
+    copies = (list(bounds), list(counts))
+    expected = bucket_quantiles(qs, pairs)
+    assert _same(quantiles_of(qs, bounds, counts), expected)
+    assert _same(expected, tuple(histogram_quantile(q, pairs) for q in qs))
+    assert (bounds, counts) == copies  # neither list is modified
+
+
+def test_quantiles_of_needs_one_count_per_bound() -> None:
+    with pytest.raises(ValueError, match="2 bounds but 3 counts"):
+        quantiles_of([0.5], [1.0, INF], [1.0, 2.0, 3.0])
+
+
+@st.composite
+def _well_formed(draw: st.DrawFn) -> list[tuple[float, float]]:
+    """A scrape as TGI serves it: positive rising bounds, +Inf, cumulative integer counts."""
+    finite = sorted(draw(st.lists(st.floats(1e-6, 1e6), min_size=1, max_size=12, unique=True)))
+    increments = draw(st.lists(st.integers(0, 50), min_size=len(finite) + 1))
+    counts = list(itertools.accumulate(float(i) for i in increments[: len(finite) + 1]))
+    return list(zip([*finite, INF], counts, strict=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_well_formed(), st.floats(0.0, 1.0, exclude_min=True))
+def test_fast_path_agrees_with_the_reference(buckets: list[tuple[float, float]], q: float) -> None:
+    (result,) = quantiles_of([q], [b for b, _ in buckets], [c for _, c in buckets])
+    expected = reference.histogram_quantile(q, buckets)
+    if math.isnan(expected):
+        assert result is None
+    else:
+        assert result == pytest.approx(expected, rel=1e-12)
+
+
+# -- the monotonicity fix: the inlined common case of almost.Equal ---------------------------
+
+
+def _upstream_monotonic(counts: list[float]) -> list[float]:
+    """``ensureMonotonicAndIgnoreSmallDeltas`` as written in Prometheus, calling almost.Equal."""
+    fixed = list(counts)
+    prev = fixed[0]
+    for i in range(1, len(fixed)):
+        current = fixed[i]
+        if current == prev:
+            continue
+        if _quantile._almost_equal(prev, current, 1e-12) or current < prev:
+            fixed[i] = prev
+            continue
+        prev = current
+    return fixed
+
+
+def _bits(values: list[float]) -> list[bytes]:
+    return [struct.pack("<d", value) for value in values]
+
+
+_EDGES = [
+    0.0,
+    -0.0,
+    5e-324,
+    1e-320,
+    3e-320,
+    sys.float_info.min,
+    math.nextafter(sys.float_info.min, 0.0),
+    math.nextafter(sys.float_info.min, INF),
+    1.0,
+    1.0 + 1.5e-12,
+    1.0 + 2e-12,
+    math.nextafter(1.0 + 2e-12, INF),
+    math.nextafter(1.0 + 2e-12, 0.0),
+    1.0 + 3e-12,
+    0.0009766493169739657,  # with the next one: a relative difference of exactly 1e-12
+    0.000976649316975919,
+    sys.float_info.max / 2,
+    math.nextafter(sys.float_info.max / 2, INF),
+    sys.float_info.max,
+    INF,
+    -INF,
+    math.nan,
+    -1.0,
+]
+
+
+@pytest.mark.parametrize("prev", _EDGES)
+def test_monotonic_fix_matches_upstream_on_edge_values(prev: float) -> None:
+    # Zero, subnormals, the smallest normal, the tolerance, the overflow limit of the
+    # shortcut's sum, infinities and NaN, on either side of every other edge value.
+    for current, after in itertools.product(_EDGES, repeat=2):
+        counts = [prev, current, after]
+        fixed = list(counts)
+        _quantile._ensure_monotonic(fixed)
+        assert _bits(fixed) == _bits(_upstream_monotonic(counts)), counts
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(),
+            st.sampled_from(_EDGES),
+            st.tuples(st.floats(0.0, 1e300), st.sampled_from([1e-13, 5e-13, 1e-12, 2e-12])).map(
+                lambda base_step: base_step[0] * (1 + base_step[1])
+            ),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_monotonic_fix_matches_upstream(counts: list[float]) -> None:
+    fixed = list(counts)
+    _quantile._ensure_monotonic(fixed)
+    assert _bits(fixed) == _bits(_upstream_monotonic(counts))
+
+
+_AT_TOLERANCE = (0.0009766493169739657, 0.000976649316975919)
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        # Relative difference 1.5e-12 / 2 = 7.5e-13 < 1e-12: noise, absorbed.
+        ([1.0, 1.0 + 1.5e-12], [1.0, 1.0]),
+        # 3e-12 / 2 = 1.5e-12: a real difference, kept.
+        ([1.0, 1.0 + 3e-12], [1.0, 1.0 + 3e-12]),
+        # Exactly 1e-12 in floating point ((b - a) / (a + b) == 1e-12): not below it, kept.
+        ([_AT_TOLERANCE[0], _AT_TOLERANCE[1]], list(_AT_TOLERANCE)),
+        # From 0 the tolerance is absolute, 1e-12 times the smallest normal (~2.2e-320).
+        ([0.0, 1e-320], [0.0, 0.0]),
+        ([0.0, 3e-320], [0.0, 3e-320]),
+        # A sum beyond the largest float: Prometheus divides by the largest float instead.
+        (
+            [sys.float_info.max / 2, sys.float_info.max],
+            [sys.float_info.max / 2, sys.float_info.max],
+        ),
+        # Decreases are lifted to the last accepted count; NaN is accepted as is.
+        ([5.0, 3.0, 4.0, 6.0], [5.0, 5.0, 5.0, 6.0]),
+        ([1.0, math.nan, 2.0], [1.0, math.nan, 2.0]),
+    ],
+)
+def test_monotonic_fix_by_hand(counts: list[float], expected: list[float]) -> None:
+    _quantile._ensure_monotonic(counts)
+    assert _bits(counts) == _bits(expected)
+
+
+# -- remembered layouts ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_layouts() -> Iterator[None]:
+    saved = dict(_quantile._RISING)
+    _quantile._RISING.clear()
+    yield
+    _quantile._RISING.clear()
+    _quantile._RISING.update(saved)
+
+
+@pytest.mark.usefixtures("no_layouts")
+def test_a_remembered_layout_answers_like_a_new_one() -> None:
+    bounds, counts = [0.5, 1.0, 2.5, INF], [1.0, 3.0, 7.0, 8.0]
+    first = quantiles_of(_ALL_QS, bounds, counts)
+    assert _quantile._RISING  # remembered
+    # The same list, an equal list of other float objects, and ints equal to the floats.
+    for again in (bounds, [float(str(b)) for b in bounds], [0.5, 1, 2.5, INF]):
+        assert _same(quantiles_of(_ALL_QS, again, counts), first)
+    # A layout that no longer rises is not mistaken for the remembered one.
+    assert _same(
+        quantiles_of(_ALL_QS, [0.5, 2.5, 1.0, INF], [1.0, 7.0, 3.0, 8.0]),
+        quantiles_of(_ALL_QS, [0.5, 1.0, 2.5, INF], [1.0, 3.0, 7.0, 8.0]),
+    )
+    assert quantiles_of(_ALL_QS, [0.5, math.nan, 2.5, INF], counts) == quantiles_of(
+        _ALL_QS, [0.5, 2.5, INF], [1.0, 7.0, 8.0]
+    )
+
+
+@pytest.mark.usefixtures("no_layouts")
+def test_layouts_with_a_zero_are_not_remembered() -> None:
+    # -0.0 == 0.0: a remembered [0.0, ...] would hand back the wrong zero for [-0.0, ...].
+    counts = [4.0, 8.0, 8.0]
+    for zero in (0.0, -0.0, 0.0):
+        (answer,) = quantiles_of([0.25], [zero, 1.0, INF], counts)
+        assert answer == 0.0
+        assert math.copysign(1.0, answer) == math.copysign(1.0, zero)
+    assert not _quantile._RISING
+
+
+@pytest.mark.usefixtures("no_layouts")
+def test_remembered_layouts_are_bounded() -> None:
+    for start in range(3 * _quantile._RISING_MAX):
+        quantiles_of([0.5], [float(start + 1), INF], [1.0, 2.0])
+        assert len(_quantile._RISING) <= _quantile._RISING_MAX

@@ -7,12 +7,13 @@ from the Prometheus rules written out here, or by hand; never from the code unde
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 
 import pytest
 import reference
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tgi_collector.exposition import parse
@@ -414,6 +415,69 @@ def test_histogram_series_rules(after: str, reset: bool, count: float, p50: floa
     assert window.counter_reset is reset
     assert summary.count == count
     assert summary.p50 == pytest.approx(p50)
+
+
+_small = st.integers(0, 30)
+
+
+@st.composite
+def _series_scraped_twice(draw: st.DrawFn) -> tuple[list[float], list[int], list[int]]:
+    """A series' bounds (+Inf last) and its cumulative counts in two scrapes: the second one
+    adds observations, or (sometimes) is a new lifetime, which may have buckets that are lower.
+    """
+    tenths = draw(st.lists(st.integers(1, 10_000), min_size=1, max_size=12, unique=True))
+    bounds = [tenth / 10 for tenth in sorted(tenths)] + [math.inf]
+    counts = st.lists(_small, min_size=len(bounds), max_size=len(bounds)).map(
+        lambda increments: list(itertools.accumulate(increments))
+    )
+    before = draw(counts)
+    if draw(st.booleans()):
+        after = draw(counts)
+    else:
+        after = [then + more for then, more in zip(before, draw(counts), strict=True)]
+    return bounds, before, after
+
+
+def _render(bounds: list[float], counts: list[int], with_count_and_sum: bool) -> str:
+    buckets = [
+        f'h_bucket{{le="{"+Inf" if bound == math.inf else bound}"}} {count}'
+        for bound, count in zip(bounds, counts, strict=True)
+    ]
+    # _sum: 1.5 per observation, so that it grows with _count and stays exact.
+    totals = [f"h_sum {counts[-1] * 1.5}", f"h_count {counts[-1]}"] if with_count_and_sum else []
+    return _histogram(*buckets, *totals)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_series_scraped_twice(), st.booleans())
+def test_window_of_one_series_matches_the_reference(
+    scrapes: tuple[list[float], list[int], list[int]], with_count_and_sum: bool
+) -> None:
+    """Deltas bucket by bucket; or, after a bucket went down, the new lifetime as a whole."""
+    bounds, before, after = scrapes
+    went_down = any(now < then for now, then in zip(after, before, strict=True))
+    window = compute_window(
+        parse(_render(bounds, before, with_count_and_sum)),
+        parse(_render(bounds, after, with_count_and_sum)),
+        1.0,
+    )
+    (summary,) = window.histograms
+    if went_down:
+        counts = [float(count) for count in after]
+    else:
+        counts = [float(now - then) for now, then in zip(after, before, strict=True)]
+    assert window.counter_reset is went_down
+    # Without _count, the count is the +Inf bucket's; without _sum, the sum is 0.
+    assert summary.count == counts[-1]
+    assert summary.sum == (counts[-1] * 1.5 if with_count_and_sum else 0.0)
+    if with_count_and_sum and counts[-1] > 0:
+        assert summary.mean == 1.5
+    else:
+        assert summary.mean is None
+    # Deltas need not be cumulative (the new lifetime may be ahead in the low buckets only):
+    # PromQL lifts each to the highest one before it, the "envelope".
+    envelope = list(itertools.accumulate(counts, max))
+    _assert_quantiles(summary, list(zip(bounds, envelope, strict=True)))
 
 
 def test_histogram_series_are_matched_by_labels() -> None:

@@ -24,13 +24,14 @@ Parts live in private modules and are re-exported here: :class:`FrozenMapping`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tgi_collector._frozen import FrozenMapping
-from tgi_collector._index import ExpositionIndex, histogram_series, series_count
+from tgi_collector._index import ExpositionIndex, histogram_series
 from tgi_collector._info import ModelInfo, model_info_from_json
-from tgi_collector._quantile import BucketLike, bucket_quantile, bucket_quantiles
+from tgi_collector._quantile import BucketLike, bucket_quantile, quantiles_of
 from tgi_collector.metrics import Exposition, HistogramSeries, Labels, SummarySeries
 
 __all__ = [
@@ -159,16 +160,47 @@ def summarize_histogram(family: str, series: HistogramSeries) -> HistogramSummar
 
     Works on lifetime counts (one scrape) and equally on a window's deltas: build a
     :class:`~tgi_collector.metrics.HistogramSeries` of per-bucket, ``_count`` and ``_sum``
-    differences and pass it here.
+    differences and pass it here (Watch itself goes through :func:`_summarize`, which takes
+    the differences as lists).
     """
-    count = series_count(series)
-    p50, p90, p95, p99 = bucket_quantiles(_SUMMARY_QUANTILES, series.buckets)
+    buckets = series.buckets
+    return _summarize(
+        family,
+        series.labels,
+        count=series.count,
+        total=series.sum,
+        bounds=[bucket.upper_bound for bucket in buckets],
+        counts=[bucket.cumulative_count for bucket in buckets],
+    )
+
+
+def _summarize(
+    family: str,
+    labels: Labels,
+    *,
+    count: float | None,
+    total: float | None,
+    bounds: Sequence[float],
+    counts: Sequence[float],
+) -> HistogramSummary:
+    """:func:`summarize_histogram` of a series given by its parts.
+
+    ``count`` and ``total`` are the series' ``_count`` and ``_sum`` (None when missing);
+    ``bounds`` and ``counts`` its buckets as parallel lists, in the series' order. Watch
+    summarizes a window's per-bucket deltas through this, without building a
+    :class:`~tgi_collector.metrics.Bucket` per delta (which cost more than the quantiles).
+    """
+    if count is None and bounds and bounds[-1] == math.inf:
+        # As _index.series_count: a series that lost `_count` still knows its total from
+        # the +Inf bucket.
+        count = counts[-1]
+    p50, p90, p95, p99 = quantiles_of(_SUMMARY_QUANTILES, bounds, counts)
     return HistogramSummary(
         family=family,
-        labels=series.labels,
+        labels=labels,
         count=count if count is not None else 0.0,
-        sum=series.sum if series.sum is not None else 0.0,
-        mean=_mean(series.sum, count),
+        sum=total if total is not None else 0.0,
+        mean=_mean(total, count),
         p50=p50,
         p90=p90,
         p95=p95,

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from tgi_collector import tgi
 from tgi_collector.metrics import (
-    Bucket,
     Exposition,
     HistogramSeries,
     Labels,
@@ -96,40 +95,67 @@ def _minus(current: float | None, previous: float | None) -> float | None:
     return current - previous
 
 
+_Delta = tuple[list[float], list[float], float | None, float | None]
+"""A series' window: its bounds, per-bucket count deltas, ``_count`` and ``_sum`` deltas."""
+
+
 def _series_delta(
     previous: HistogramSeries | None, current: HistogramSeries
-) -> tuple[HistogramSeries, bool]:
+) -> tuple[_Delta | None, bool]:
     """The observations ``current`` added since ``previous``, and whether the series reset.
 
     A series new in ``current`` counts from zero: its deltas are its values, without a reset.
     A changed bucket layout, or any bucket, ``_count`` or ``_sum`` that went down, means the
     series restarted: its deltas are then its current values as a whole, because mixing
     counts of two lifetimes (or of two layouts) would describe no real distribution.
+
+    The deltas are None where they are ``current``'s values as they are (a new or a reset
+    series), so that the caller summarizes ``current`` itself.
     """
     if previous is None:
-        return current, False
-    bounds = [bucket.upper_bound for bucket in current.buckets]
-    if bounds != [bucket.upper_bound for bucket in previous.buckets]:
-        return current, True
-    if (
-        _went_down(previous.count, current.count)
-        or _went_down(previous.sum, current.sum)
-        or any(
-            now.cumulative_count < before.cumulative_count
-            for now, before in zip(current.buckets, previous.buckets, strict=True)
-        )
-    ):
-        return current, True
-    delta = HistogramSeries(
-        labels=current.labels,
-        buckets=tuple(
-            Bucket(now.upper_bound, now.cumulative_count - before.cumulative_count)
-            for now, before in zip(current.buckets, previous.buckets, strict=True)
-        ),
-        count=_minus(current.count, previous.count),
-        sum=_minus(current.sum, previous.sum),
+        return None, False
+    delta = _increases(previous, current)
+    return delta, delta is None
+
+
+def _increases(previous: HistogramSeries, current: HistogramSeries) -> _Delta | None:
+    """The bounds and the per-bucket, ``_count`` and ``_sum`` increases of ``current``.
+
+    None when the layout changed or anything went down: the series restarted.
+    """
+    if _went_down(previous.count, current.count) or _went_down(previous.sum, current.sum):
+        return None
+    if len(current.buckets) != len(previous.buckets):
+        return None
+    # One pass for the layout, the decreases and the deltas, into plain lists: this runs for
+    # every bucket of every moving series on every tick.
+    bounds: list[float] = []
+    counts: list[float] = []
+    for now, before in zip(current.buckets, previous.buckets, strict=True):
+        bound = now.upper_bound
+        # `is` first, as list equality does: the very same NaN object is the same bound.
+        if bound is not before.upper_bound and bound != before.upper_bound:
+            return None
+        count, earlier = now.cumulative_count, before.cumulative_count
+        if count < earlier:
+            return None
+        bounds.append(bound)
+        counts.append(count - earlier)
+    return bounds, counts, _minus(current.count, previous.count), _minus(current.sum, previous.sum)
+
+
+def _window_summary(
+    family: str, previous: HistogramSeries | None, current: HistogramSeries
+) -> tuple[HistogramSummary, bool]:
+    """The summary of what ``current`` added since ``previous``, and whether it reset."""
+    delta, reset = _series_delta(previous, current)
+    if delta is None:
+        return tgi.summarize_histogram(family, current), reset
+    bounds, counts, count, total = delta
+    summary = tgi._summarize(
+        family, current.labels, count=count, total=total, bounds=bounds, counts=counts
     )
-    return delta, False
+    return summary, reset
 
 
 def _observed(series: HistogramSeries) -> bool:
@@ -153,9 +179,9 @@ def _histogram_window(
             # filter durations, failure paths): their window is empty, and cheap.
             summaries.append(_empty_summary(key[0], series.labels))
             continue
-        delta, series_reset = _series_delta(earlier, series)
+        summary, series_reset = _window_summary(key[0], earlier, series)
         reset = reset or series_reset
-        summaries.append(tgi.summarize_histogram(key[0], delta))
+        summaries.append(summary)
     return tuple(summaries), reset
 
 
