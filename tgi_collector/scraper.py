@@ -89,9 +89,11 @@ class _Progress:
     body_bytes: int = 0
 
 
-# Bodies larger than this are parsed in a worker thread: at about a microsecond per line, a
-# 16 MiB body of short lines would otherwise hold the event loop (every other scrape loop and
-# RPC) for seconds. A real TGI body (~100 kB) is parsed inline: a thread hop costs more.
+# Bodies of more lines (or characters) than this are parsed in a worker thread: at about a
+# microsecond per line, a 16 MiB body of short lines would otherwise hold the event loop (every
+# other scrape loop and RPC) for seconds. A real TGI body (~100 kB, ~2,500 lines) is parsed
+# inline (a few ms): a thread hop would cost more.
+_INLINE_PARSE_LINES = 20_000
 _INLINE_PARSE_CHARS = 1 << 20
 
 
@@ -114,7 +116,7 @@ class _TargetCaches:
         """
         if self._parsing is not None:
             await asyncio.wait({self._parsing})
-        if len(text) <= _INLINE_PARSE_CHARS:
+        if len(text) <= _INLINE_PARSE_CHARS and text.count("\n") <= _INLINE_PARSE_LINES:
             return self.parser.parse(text, max_samples=max_samples)
         future = asyncio.ensure_future(
             asyncio.to_thread(self.parser.parse, text, max_samples=max_samples)
