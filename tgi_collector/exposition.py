@@ -50,7 +50,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from itertools import chain
-from operator import attrgetter, is_, itemgetter
+from operator import attrgetter, is_, itemgetter, methodcaller
 from typing import Any, Final, cast
 
 from tgi_collector._textformat import (
@@ -189,7 +189,8 @@ def _lines(text: str) -> Iterator[str]:
     """The lines of ``text`` (split on ``\\n``, as ``text.split("\\n")``), lazily by slices."""
     if len(text) <= _SLICE_CHARS:
         return iter(text.split("\n"))
-    return chain.from_iterable(piece.split("\n") for piece in _pieces(text))
+    # map, not a generator expression, so that no variable keeps a split piece alive.
+    return chain.from_iterable(map(methodcaller("split", "\n"), _pieces(text)))
 
 
 def _pieces(text: str) -> Iterator[str]:
@@ -342,6 +343,8 @@ class Parser:
                         value = self._number(vtext)
                     if value is None:  # not a plain number: the careful path says what
                         entry = self._careful(line.strip(), "", vtext)
+                    elif count >= limit:  # over the limit: checked, but nothing built or kept
+                        self._caching = False
                     else:  # _entry and _item inlined: the hot path of a busy target
                         sample = _new(_SampleTwin)
                         sample.name, sample.labels = entry[0], entry[1]
@@ -426,15 +429,19 @@ class Parser:
         """
         match = _SIMPLE_SERIES.fullmatch(key)
         if match is not None and self._number(vtext) is not None:
-            name, body = match.group(1, 2)
-            if not body:
+            name = match.group(1)
+            # Positions, not substrings: a line of megabytes (one huge label value) is then
+            # copied once more for its value, not once per step.
+            start, end = match.span(2)
+            if start == end:  # no label set, or an empty one
                 return self._remember(key, name, ())
-            if body[-1] == '"' and '",' not in body:  # one label, as in most buckets
-                label, _, quoted = body.partition('="')
+            if key[end - 1] == '"' and key.find('",', start, end) < 0:  # one label, as in buckets
+                equals = key.find('="', start, end)
+                label = key[start:equals]
                 if label[:2] != "__":
-                    return self._remember(key, name, ((label, quoted[:-1]),))
+                    return self._remember(key, name, ((label, key[equals + 2 : end - 1]),))
             else:
-                labels = tuple(_LABEL_PAIR.findall(body))
+                labels = tuple(_LABEL_PAIR.findall(key, start, end))
                 if is_plain(labels):
                     return self._remember(key, name, labels)
         stripped = line.strip()

@@ -276,6 +276,7 @@ class Scraper:
         ]
         body = await self._get(target.url, addresses, headers, options.max_body_bytes, progress)
         text = decode_utf8(body)
+        del body  # a large body is not kept twice (bytes and text) while it is parsed
         try:
             return await self._caches(target.url).parse(text, options.max_samples)
         except SampleLimitError as exc:
