@@ -6,8 +6,11 @@ median time per parse, per sample, and the speed-ups over prometheus_client:
 
 * prometheus_client: ``list(text_string_to_metric_families(text))``
 * cold: a new ``Parser`` per parse (as ``exposition.parse``), nothing cached
-* warm: one ``Parser`` reused on the same text, as the collector reuses one per target;
-  every series is cached and every value unchanged
+* warm, same text: one ``Parser`` reused on the same text, as the collector reuses one per
+  target: the previous result comes back after one string comparison
+* warm, same values: one ``Parser`` alternating between the text and the text with a comment
+  line added, so every line is looked up in the cache, no value has changed, and every family
+  comes back as the same object
 * warm, new values: one ``Parser`` alternating between two scrapes whose every value differs,
   so every line costs a cache lookup, a ``float()`` and new objects
 
@@ -60,6 +63,9 @@ def main() -> None:
 
     warm = Parser()
     warm.parse(text)
+    commented = Parser()
+    variants = [text, text + "# a comment: the text differs, no value does\n"]
+    commented.parse(variants[1])
     alternating = Parser()
     texts = [text, other]
     alternating.parse(other)
@@ -70,7 +76,8 @@ def main() -> None:
     contenders: dict[str, Callable[[int], object]] = {
         "prometheus_client": lambda _: list(text_string_to_metric_families(text)),
         "cold": lambda _: Parser().parse(text),
-        "warm": lambda _: warm.parse(text),
+        "warm, same text": lambda _: warm.parse(text),
+        "warm, same values": lambda run: commented.parse(variants[run % 2]),
         "warm, new values": warm_new_values,
     }
     wall: dict[str, list[float]] = {name: [] for name in contenders}
