@@ -540,7 +540,9 @@ async def test_scrape_exception_costs_one_tick_not_the_loop(
     class Flaky(Scraper):
         calls = 0
 
-        async def scrape(self, target: Target, options: ScrapeOptions) -> Snapshot:
+        async def scrape(
+            self, target: Target, options: ScrapeOptions, *, keep_caches: bool = False
+        ) -> Snapshot:
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError("scraper bug")
@@ -561,7 +563,9 @@ async def test_target_refused_later_by_policy_reports_down(
     fixture_server: FixtureServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Refusing(Scraper):
-        async def scrape(self, target: Target, options: ScrapeOptions) -> Snapshot:
+        async def scrape(
+            self, target: Target, options: ScrapeOptions, *, keep_caches: bool = False
+        ) -> Snapshot:
             raise TargetDeniedError(DENIED_MESSAGE)
 
     with caplog.at_level(logging.WARNING, logger="tgi_collector.hub"):

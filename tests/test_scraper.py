@@ -174,9 +174,16 @@ async def test_parsers_are_bounded(fixture_server: FixtureServer) -> None:
     for path in ("/a", "/b", "/c"):
         fixture_server.route(path, body="up 1\n")
     async with Scraper(max_parsers=2) as scraper:
+        options = ScrapeOptions(fetch_info=False)
         for path in ("/a", "/b", "/c", "/a"):
-            assert (await scrape(scraper, fixture_server.url(path), fetch_info=False)).up
+            target = Target("", fixture_server.url(path))
+            assert (await scraper.scrape(target, options, keep_caches=True)).up
         assert len(scraper._targets) == 2
+        # One-off scrapes keep nothing; forget() drops what a loop kept.
+        assert (await scraper.scrape(Target("", fixture_server.url("/d")), options)).up
+        assert len(scraper._targets) == 2
+        scraper.forget(fixture_server.url("/a"))
+        assert fixture_server.url("/a") not in scraper._targets
 
 
 async def test_supplied_client_is_used_and_left_open(tgi_server: FixtureServer) -> None:

@@ -381,7 +381,12 @@ class HttpClient:
                 continue
             return connection, origin.key(address)
         assert error is not None
-        raise error
+        try:
+            raise error
+        finally:
+            # The raised error's traceback holds this frame, which would hold the error: a
+            # reference cycle per failed connect that only the cyclic GC could free.
+            error = None
 
     def _take_idle(self, origin: _Origin, addresses: list[str]) -> tuple[_Connection, _Key] | None:
         now = asyncio.get_running_loop().time()

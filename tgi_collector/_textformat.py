@@ -16,6 +16,7 @@ from typing import Any, Final
 from tgi_collector.metrics import Labels, MetricType
 
 __all__ = [
+    "MAX_LABEL_TERMS",
     "Malformed",
     "is_plain",
     "parse_meta",
@@ -39,6 +40,10 @@ _TYPES: Final = {
     **{t.value: t for t in MetricType},
     **dict.fromkeys(("unknown", "info", "stateset", "gaugehistogram"), MetricType.UNTYPED),
 }
+
+
+# Prometheus sets no limit by default; real series have a handful of labels.
+MAX_LABEL_TERMS: Final = 1_000
 
 
 class Malformed(Exception):
@@ -124,7 +129,13 @@ def _parse_labels(body: str) -> dict[str, str]:
     """The inside of ``{...}``, term by term as prometheus_client splits it."""
     labels: dict[str, str] = {}
     rest = body.strip()
+    terms = 0
     while rest:
+        terms += 1
+        if terms > MAX_LABEL_TERMS:
+            # Each term copies the rest of the set: without a bound, a line of a million
+            # empty terms ("a{,=,=,=...}") would take quadratic time.
+            raise Malformed(f"more than {MAX_LABEL_TERMS} terms in a label set")
         if rest[0] == ",":
             rest = rest[1:]
             if rest[:1] == ",":

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -202,7 +203,7 @@ class _Loop:
         """One iteration: scrape, then publish. Any exception costs this tick, not the loop."""
         target = self.key.target
         try:
-            snapshot = await self._scraper.scrape(target, self._scrape_options)
+            snapshot = await self._scraper.scrape(target, self._scrape_options, keep_caches=True)
         except TargetDeniedError:
             # The server checked the target at subscribe time: its address changed since. A
             # stream must not go silent about a target, so it reports it down, like a host
@@ -407,11 +408,15 @@ class Hub:
         )
         loop.task = task
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(functools.partial(self._task_done, loop))
         return loop
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, loop: _Loop, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        # The ended task's exception (cancellation included) holds the loop's frames, which
+        # hold the loop, which held the task: break that cycle so that reference counting
+        # frees the loop and its last exposition now, not the next full GC.
+        loop.task = None
         # A loop ends only by cancellation; anything else is a bug in the loop's own code.
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("scrape loop %s died", task.get_name(), exc_info=exc)
@@ -428,4 +433,8 @@ class Hub:
             if loop.task is not None:
                 loop.task.cancel()
                 stopped.append(loop.task)
+            url = loop.key.target.url
+            if not any(key.target.url == url for key in self._loops):
+                # No loop scrapes the URL any more: its parser and view caches can go.
+                self._scraper.forget(url)
         return stopped

@@ -229,6 +229,13 @@ class _CollectorServicer:
                 raise CapacityError(
                     f"subscriber read nothing for {stall:g} s; it was ended (resubscribe)"
                 ) from None
+            except Exception as exc:
+                # A client that cancels (or drops) while a write waits on its full window makes
+                # the write fail with gRPC's ExecuteBatchError, before the context knows it is
+                # cancelled: the bytes are always ours and valid, so a failing write means the
+                # call is over, not a bug.
+                logger.debug("Watch call ended during a write (%s)", type(exc).__name__)
+                return
 
 
 _Request = TypeVar("_Request", collector_pb2.CollectRequest, collector_pb2.WatchRequest)
