@@ -35,8 +35,8 @@ subscribers, loops or loop tasks, or more asyncio tasks than before the load (+5
 ends with a status its kind does not allow (UNKNOWN never); when a reading subscriber that lived
 3 intervals + 3 s got no snapshot; when a flapping target was not seen both up and down, no
 counter reset was seen, or no stuck subscriber was ended with RESOURCE_EXHAUSTED; when the
-collector logged an error or a traceback (but for a known bug, counted apart), died, or did not
-exit 0 on SIGTERM.
+collector logged an error or a traceback (but for one known bug, counted apart: see
+``KNOWN_LOG_ERROR``), died, or did not exit 0 on SIGTERM.
 
     python bench/soak.py                        # 10 minutes after a 60 s warm-up (~12 min)
     python bench/soak.py --minutes 2 --warmup 20 --sample-every 20
@@ -161,6 +161,7 @@ def _collector_main(probe_path: str, argv: list[str]) -> int:
             "subscribers": the_hub.subscriber_count if the_hub else 0,
             "loops": the_hub.loop_count if the_hub else 0,
             "gc_objects": len(gc.get_objects()),
+            "gc_old": len(gc.get_objects(generation=2)),
         }
 
     def probe() -> None:
@@ -547,26 +548,28 @@ class SoakReport:
         return next((s for s in self.samples if s.label == label), None)
 
 
-# A known product bug (tests/test_soak.py, xfail): a Watch whose client cancels while the
-# server's write is blocked (its window full) ends in grpc's ExecuteBatchError, which the
-# server logs as "unexpected error in handler" with a traceback (or grpc logs, when the stall
-# timeout's abort meets the cancelled call). The soak's drain cancels stuck readers that way.
-KNOWN_LOG_ERROR = "ExecuteBatchError"
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
+# A known product bug, pinned by the strict xfail test_a_client_cancelling_a_stalled_watch_is_
+# not_an_error in tests/test_soak.py (remove this when it passes): a stuck reader ended by the
+# stall timeout gets RESOURCE_EXHAUSTED only once it reads what is buffered before; if it
+# cancels instead, as the soak's drain does, the pending status fails in grpc and grpc logs
+# "ExecuteBatchError raised in core" with a traceback. Counted apart, not failed on.
+KNOWN_LOG_ERROR = "SendStatusFromServerOperation"
 
 
 def log_errors(text: str) -> tuple[int, int]:
-    """(known-bug, other) log records at ERROR level or with a traceback."""
+    """Log records at ERROR level or with a traceback: (of the known bug, others). Text
+    before the first record counts as one (a crash)."""
     known = other = 0
     if not text.strip():
         return known, other
     starts = [m.start() for m in _RECORD.finditer(text)]
     if starts[:1] != [0]:
-        starts.insert(0, 0)  # text before the first record (a crash)
+        starts.insert(0, 0)
     for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
         record = text[begin:end]
         if " ERROR " in record.partition("\n")[0] or "Traceback" in record:
-            if KNOWN_LOG_ERROR in record:
+            if KNOWN_LOG_ERROR in record and "ExecuteBatchError raised in core" in record:
                 known += 1
             else:
                 other += 1
@@ -745,10 +748,10 @@ async def run_soak(config: SoakConfig) -> SoakReport:
             stop(targets)
         failures += check_samples(samples)
         failures += check_load(load, flappers)
-        known, other = log_errors(log.read_text(errors="replace"))
-        stats["known-bug ERROR records in the collector log"] = known
-        if other:
-            failures.append(f"{other} other ERROR record(s) or traceback(s) in {log}")
+        known, errors = log_errors(log.read_text(errors="replace"))
+        stats["collector log: ERROR records of the known stalled-cancel bug"] = known
+        if errors:
+            failures.append(f"{errors} ERROR record(s) or traceback(s) in the collector log {log}")
         cpu = resource.getrusage(resource.RUSAGE_SELF)
         return SoakReport(
             config=config,

@@ -171,7 +171,7 @@ async def test_environment_proxies_are_ignored(
 
 
 async def test_parsers_are_bounded(fixture_server: FixtureServer) -> None:
-    for path in ("/a", "/b", "/c"):
+    for path in ("/a", "/b", "/c", "/d"):
         fixture_server.route(path, body="up 1\n")
     async with Scraper(max_parsers=2) as scraper:
         options = ScrapeOptions(fetch_info=False)

@@ -5,10 +5,11 @@ checks); this test runs it with a 20 s warm-up and 100 s of measured churn (200 
 joining and leaving, slow and stuck readers, flapping and dead targets, Collect calls), with
 samples every 20 s, and fails with the soak's whole report when any bound or check fails.
 
-Below it, regression tests of what soaking found (all fixed since): per-URL caches that
-outlived their targets, reference cycles (down targets, ended scrape loops) that the server's
-GC tuning left uncollected for many minutes, and a client cancelling a blocked Watch logged as
-a server error.
+Below it, regression tests of what soaking found: per-URL caches that outlived their targets,
+reference cycles (down targets, ended scrape loops) that the server's GC tuning left
+uncollected for many minutes, a client cancelling a blocked Watch logged as a server error (all
+fixed since), and, as a strict xfail, a client cancelling a Watch the stall timeout ended,
+logged as an error too.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ async def test_an_ended_scrape_loop_leaves_no_reference_cycle(
     assert not kinds["_Loop"], f"5 ended loops left {found} objects in cycles: {kinds}"
 
 
+STALL_TIMEOUT = 3.0
+
+
 @pytest.fixture
 async def collector(
     unused_port: int, tmp_path: Path
@@ -162,7 +166,7 @@ async def collector(
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tgi_collector", "--log-level", "WARNING", "serve",
             "--listen", f"127.0.0.1:{unused_port}", "--min-watch-interval", "0.1",
-            "--stall-timeout", "5", stdout=out, stderr=out,
+            "--stall-timeout", str(STALL_TIMEOUT), stdout=out, stderr=out,
         )  # fmt: skip
     address = f"127.0.0.1:{unused_port}"
     try:
@@ -191,7 +195,7 @@ async def test_a_client_cancelling_a_blocked_watch_is_not_an_error(
     async with grpc.aio.insecure_channel(address, options=options) as channel:
         stub = collector_pb2_grpc.CollectorServiceStub(channel)
         calls = [stub.Watch(request) for _ in range(10)]
-        await asyncio.sleep(2)  # well under --stall-timeout: the streams are alive, blocked
+        await asyncio.sleep(STALL_TIMEOUT / 2)  # the streams are alive, their writes blocked
         for call in calls:
             call.cancel()
     started = time.monotonic()
@@ -199,6 +203,35 @@ async def test_a_client_cancelling_a_blocked_watch_is_not_an_error(
         while time.monotonic() - started < 3:  # the server notices the cancels
             assert await client.health(timeout=5) == "SERVING"
             await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    assert soak.log_errors(log.read_text(errors="replace")) == (0, 0), log.read_text()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "a stuck reader ended by the stall timeout gets RESOURCE_EXHAUSTED only after it reads"
+        " what is buffered; if its client cancels instead (a hung client killed, a drain),"
+        " the server's context.abort in _status_codes fails with grpc's ExecuteBatchError"
+        " (SendStatusFromServerOperation) and grpc logs ERROR 'ExecuteBatchError raised in"
+        " core by servicer method' with two tracebacks per stream"
+    ),
+)
+async def test_a_client_cancelling_a_stalled_watch_is_not_an_error(
+    fixture_server: FixtureServer, collector: tuple[str, asyncio.subprocess.Process, Path]
+) -> None:
+    address, process, log = collector
+    fixture_server.route("/metrics", body=TGI_REAL)
+    request = watch_request([fixture_server.url("/metrics")], interval=0.1, omit_raw_metrics=False)
+    options = [("grpc.http2.bdp_probe", 0)]  # the 64 KiB window: blocked after one message
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = collector_pb2_grpc.CollectorServiceStub(channel)
+        calls = [stub.Watch(request) for _ in range(3)]
+        await asyncio.sleep(STALL_TIMEOUT + 2)  # ended by the stall timeout, status pending
+        for call in calls:
+            call.cancel()
+    await asyncio.sleep(1)
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), timeout=30) == 0
     assert soak.log_errors(log.read_text(errors="replace")) == (0, 0), log.read_text()
