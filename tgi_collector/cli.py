@@ -40,7 +40,7 @@ from tgi_collector.config import (
 from tgi_collector.demo import run_demo
 from tgi_collector.errors import CollectorError, ConfigError, ExpositionError, TargetDeniedError
 from tgi_collector.exposition import parse
-from tgi_collector.policy import TargetPolicy
+from tgi_collector.policy import DENIED_MESSAGE, TargetPolicy
 from tgi_collector.scraper import Scraper
 from tgi_collector.server import serve
 from tgi_collector.simulator import SimulatorConfig, run_simulator
@@ -290,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_simulator(config_sim, args.host, args.port))
         return 0
     except TargetDeniedError:
-        print("tgi-collector: target is not allowed by the scrape policy", file=sys.stderr)
+        print(f"tgi-collector: {DENIED_MESSAGE}", file=sys.stderr)
         return 1
     except CollectorError as exc:
         print(f"tgi-collector: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ from grpc_reflection.v1alpha import reflection
 from tgi_collector import _limits, auth, convert
 from tgi_collector.errors import CapacityError, InvalidRequestError, TargetDeniedError
 from tgi_collector.hub import EventKind, Hub, Subscription
-from tgi_collector.policy import TargetPolicy
+from tgi_collector.policy import DENIED_MESSAGE, TargetPolicy
 from tgi_collector.registry import TargetRegistry
 from tgi_collector.scraper import Scraper
 from tgi_collector.v1 import collector_pb2
@@ -134,9 +134,7 @@ async def _status_codes(context: grpc.aio.ServicerContext) -> AsyncIterator[None
     except InvalidRequestError as exc:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except TargetDeniedError:
-        await context.abort(
-            grpc.StatusCode.PERMISSION_DENIED, "target is not allowed by the scrape policy"
-        )
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, DENIED_MESSAGE)
     except CapacityError as exc:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except grpc.aio.AbortError:
