@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 
 from tgi_collector._http11 import ProtocolViolation, ResponseHead, ResponseParser, request
 from tgi_collector.errors import ScrapeError, ScrapeErrorKind
+from tgi_collector.targets import port_of
 
 __all__ = ["KEEPALIVE_SECONDS", "MAX_IDLE_PER_KEY", "HttpClient", "Response"]
 
@@ -311,11 +312,7 @@ class HttpClient:
         the body was read to its end and the server allows reuse, else it is closed.
         """
         parts = urlsplit(url)
-        origin = _Origin(
-            parts.scheme,
-            parts.hostname or "",
-            parts.port or (443 if parts.scheme == "https" else 80),
-        )
+        origin = _Origin(parts.scheme, parts.hostname or "", port_of(parts))
         if not addresses:
             raise ScrapeError(ScrapeErrorKind.CONNECT, f"cannot resolve host of {origin.shown}")
         host_header = _host_header(parts.netloc.rpartition("@")[2], origin)

@@ -24,19 +24,17 @@ from urllib.parse import urlsplit
 
 from tgi_collector.errors import InvalidRequestError, TargetDeniedError
 from tgi_collector.policy import DENIED_MESSAGE
-from tgi_collector.targets import Target, validate_instance_id, validate_url
+from tgi_collector.targets import Target, port_of, validate_instance_id, validate_url
 
 __all__ = ["TargetRegistry"]
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _url_key(url: str) -> tuple[str, str, int, str, str]:
     """What makes two validated metrics URLs the same endpoint."""
     parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or _DEFAULT_PORTS[scheme]
-    return scheme, (parts.hostname or "").rstrip("."), port, parts.path or "/", parts.query
+    # urlsplit lower-cases the scheme and the host name.
+    host = (parts.hostname or "").rstrip(".")
+    return parts.scheme, host, port_of(parts), parts.path or "/", parts.query
 
 
 class TargetRegistry:

@@ -62,7 +62,7 @@ from tgi_collector.exposition import Parser
 from tgi_collector.metrics import Exposition
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
-from tgi_collector.targets import ScrapeOptions, Target
+from tgi_collector.targets import ScrapeOptions, Target, port_of
 
 __all__ = [
     "INFO_MAX_BODY_BYTES",
@@ -144,7 +144,7 @@ class _InfoEntry:
 def _host_and_port(url: str) -> tuple[str, int]:
     """Host and port (default by scheme) of an http(s) URL."""
     parts = urlsplit(url)
-    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port_of(parts)
 
 
 class Scraper:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from tgi_collector.errors import InvalidRequestError
 
@@ -25,6 +25,7 @@ __all__ = [
     "Target",
     "WatchSpec",
     "metrics_url",
+    "port_of",
     "validate_instance_id",
     "validate_options",
     "validate_url",
@@ -80,6 +81,11 @@ class WatchSpec:
     updates_only: bool = False
     suppress_unchanged: bool = False
     heartbeat_seconds: float | None = None
+
+
+def port_of(parts: SplitResult) -> int:
+    """The port of a split http(s) URL: the one it names, else its scheme's default."""
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def metrics_url(endpoint: str) -> str:
