@@ -27,17 +27,30 @@ from tgi_collector.metrics import (
     group_summaries,
 )
 
-__all__ = ["ExpositionIndex", "histogram_series", "series_count"]
+__all__ = ["ExpositionIndex", "histogram_series", "observation_count", "series_count"]
+
+
+def observation_count(
+    count: float | None, last_bound: float | None, last_count: float | None
+) -> float | None:
+    """How many observations a series holds, from its ``_count`` and its last bucket.
+
+    `_count` normally; a series that lost it still knows its total from the +Inf bucket.
+    None when it says nothing about it.
+    """
+    if count is not None:
+        return count
+    if last_bound == math.inf:
+        return last_count
+    return None
 
 
 def series_count(series: HistogramSeries) -> float | None:
     """How many observations ``series`` holds; None when it says nothing about it."""
-    # `_count` normally; a series that lost it still knows its total from the +Inf bucket.
-    if series.count is not None:
+    last = series.buckets[-1] if series.buckets else None
+    if last is None:
         return series.count
-    if series.buckets and series.buckets[-1].upper_bound == math.inf:
-        return series.buckets[-1].cumulative_count
-    return None
+    return observation_count(series.count, last.upper_bound, last.cumulative_count)
 
 
 def _is_junk(series: HistogramSeries) -> bool:

@@ -24,12 +24,11 @@ Parts live in private modules and are re-exported here: :class:`FrozenMapping`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from tgi_collector._frozen import FrozenMapping
-from tgi_collector._index import ExpositionIndex, histogram_series
+from tgi_collector._index import ExpositionIndex, histogram_series, observation_count
 from tgi_collector._info import ModelInfo, model_info_from_json
 from tgi_collector._quantile import BucketLike, bucket_quantile, quantiles_of
 from tgi_collector.metrics import Exposition, HistogramSeries, Labels, SummarySeries
@@ -190,10 +189,8 @@ def _summarize(
     summarizes a window's per-bucket deltas through this, without building a
     :class:`~tgi_collector.metrics.Bucket` per delta (which cost more than the quantiles).
     """
-    if count is None and bounds and bounds[-1] == math.inf:
-        # As _index.series_count: a series that lost `_count` still knows its total from
-        # the +Inf bucket.
-        count = counts[-1]
+    if bounds:
+        count = observation_count(count, bounds[-1], counts[-1])
     p50, p90, p95, p99 = quantiles_of(_SUMMARY_QUANTILES, bounds, counts)
     return HistogramSummary(
         family=family,
