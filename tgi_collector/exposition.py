@@ -343,8 +343,8 @@ class Parser:
                         value = self._number(vtext)
                     if value is None:  # not a plain number: the careful path says what
                         entry = self._careful(line.strip(), "", vtext)
-                    elif count >= limit:  # over the limit: checked, but nothing built or kept
-                        self._caching = False
+                    elif count >= limit:  # over the limit: checked, nothing built (see below)
+                        pass
                     else:  # _entry and _item inlined: the hot path of a busy target
                         sample = _new(_SampleTwin)
                         sample.name, sample.labels = entry[0], entry[1]
