@@ -32,7 +32,7 @@ At ``before``, ``start``, ``end`` and ``idle`` the probe also runs a full ``gc.c
 (after everything else was read) and counts the objects still alive.
 
 The run fails (exit status 1) when any sample after ``start`` exceeds ``1.3 x start + slack``
-(RSS 16 MiB, fds 16, threads 4, tasks 50), when RSS trends up by more than 12 MiB a minute
+(RSS 16 MiB, fds 16, threads 4, tasks 50), when RSS trends up by more than 8 MiB a minute
 from ``start`` to ``end`` (least squares), when the objects alive after a full collection at
 ``end`` exceed 1.3 x ``start`` + 20,000 or at ``idle`` those before the load + 20,000 (the gc
 objects column, garbage included, is not bounded: see ``BOUNDS``), when ``idle`` still has
@@ -117,7 +117,7 @@ LIVE_FACTOR, LIVE_SLACK = 1.3, 20_000
 # And RSS must not trend up faster than this over the measured samples (least squares): a
 # clean 2-minute run shows 3-6 MiB/min while the allocator still settles, a 10-minute one
 # ~0.2; a leak of 0.4 MiB/s, which the ratio bound only just catches in 2 minutes, shows 24.
-MAX_RSS_SLOPE_MIB_PER_MINUTE = 12.0
+MAX_RSS_SLOPE_MIB_PER_MINUTE = 8.0
 
 
 @dataclass
