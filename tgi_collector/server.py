@@ -61,6 +61,8 @@ class ServerConfig:
 
     listen: str = "127.0.0.1:50051"
     grace_seconds: float = 5.0
+    # host:port of the collector's own Prometheus metrics (HTTP); None: not served.
+    metrics_listen: str | None = None
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
     # -- scrape policy (tgi_collector.policy) --
