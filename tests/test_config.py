@@ -37,6 +37,7 @@ from tgi_collector.config import (
     Setting,
     flags_from_args,
     load_config,
+    resolve_log_format,
     resolve_log_level,
 )
 from tgi_collector.errors import CollectorError, ConfigError
@@ -109,7 +110,7 @@ class Sample:
 def samples(setting: Setting, tmp_path: Path) -> tuple[Sample, Sample, Sample]:
     """Three distinct values (file, env, flag) for ``setting``."""
     key, flag = setting.key, setting.flag
-    if key == "listen":
+    if key in ("listen", "metrics.listen"):
         values = ["0.0.0.0:50052", "127.0.0.1:0", "[::1]:50053"]
         return tuple(  # type: ignore[return-value]
             Sample(json.dumps(v), v, [flag, v], v) for v in values
@@ -119,6 +120,12 @@ def samples(setting: Setting, tmp_path: Path) -> tuple[Sample, Sample, Sample]:
             Sample('"debug"', "warning", [], "DEBUG"),
             Sample('"WARNING"', "warning", [], "WARNING"),
             Sample('"ERROR"', "error", ["--log-level", "ERROR"], "ERROR"),
+        )
+    if key == "log.format":
+        return (
+            Sample('"JSON"', "text", [], "json"),
+            Sample('"text"', "JSON", [], "json"),
+            Sample('"json"', "json", ["--log-format", "text"], "text"),
         )
     if setting.path:
         files = []
@@ -191,12 +198,14 @@ def companions(setting: Setting, tmp_path: Path) -> list[str]:
 
 
 def argv_for(setting: Setting, flag_args: list[str], extra: list[str]) -> list[str]:
-    if setting.key == "log.level":
+    if setting.key.startswith("log."):
         return [*flag_args, "serve", *extra]
     return ["serve", *flag_args, *extra]
 
 
 def field_value(effective: EffectiveConfig, setting: Setting) -> object:
+    if setting.key == "log.format":
+        return effective.log_format
     if setting.field is None:
         return effective.log_level
     return getattr(effective.server, setting.field)
@@ -221,8 +230,11 @@ def test_every_server_config_field_has_a_key_a_variable_and_a_flag() -> None:
         assert setting.env == ENV_PREFIX + setting.key.replace(".", "_").upper()
         assert setting.section in config_module._SECTIONS
         assert setting.flag.startswith("--")
+        global_defaults = {"log.level": "INFO", "log.format": "text"}
         assert setting.default == (
-            getattr(ServerConfig(), setting.field) if setting.field else "INFO"
+            getattr(ServerConfig(), setting.field)
+            if setting.field
+            else global_defaults[setting.key]
         )
     assert CONFIG_ENV not in {setting.env for setting in SETTINGS}
 
@@ -446,7 +458,10 @@ FILE_ERRORS = [
      "auth.token_file: no such file: {dir}/no-such-file (in {path})"),
     ('[log]\nlevel = "loud"\n',
      'log.level: "loud" is not a log level (one of DEBUG, INFO, WARNING, ERROR) (in {path})'),
-    ("[log]\nformat = \"json\"\n", "log.format: unknown key"),
+    ('[log]\nformat = "yaml"\n',
+     'log.format: "yaml" is not a log format (one of text, json) (in {path})'),
+    ('[metrics]\nlisten = "9464"\n', 'metrics.listen: "9464" is not host:port'),
+    ('[log]\nformats = "json"\n', "log.formats: unknown key (did you mean log.format?)"),
     # Relations between settings.
     ("[watch]\nmin_interval_seconds = 10\n",
      "watch.min_interval_seconds: 10.0 is above watch.default_interval_seconds (5.0, default)"
@@ -612,6 +627,14 @@ def test_log_level_of_other_commands() -> None:
     assert resolve_log_level("ERROR", {"TGI_COLLECTOR_LOG_LEVEL": "debug"}) == "ERROR"
     with pytest.raises(ConfigError, match=r'log\.level: "x" is not a log level'):
         resolve_log_level(None, {"TGI_COLLECTOR_LOG_LEVEL": "x"})
+
+
+def test_log_format_of_other_commands() -> None:
+    assert resolve_log_format(None, {}) == "text"
+    assert resolve_log_format(None, {"TGI_COLLECTOR_LOG_FORMAT": "JSON"}) == "json"
+    assert resolve_log_format("text", {"TGI_COLLECTOR_LOG_FORMAT": "json"}) == "text"
+    with pytest.raises(ConfigError, match=r'log\.format: "xml" is not a log format'):
+        resolve_log_format(None, {"TGI_COLLECTOR_LOG_FORMAT": "xml"})
 
 
 # -- printing the effective configuration -----------------------------------------------------

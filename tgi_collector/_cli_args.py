@@ -18,7 +18,7 @@ import argparse
 import math
 
 from tgi_collector._version import __version__
-from tgi_collector.config import CONFIG_ENV, ENV_PREFIX, LOG_LEVELS, add_flags
+from tgi_collector.config import CONFIG_ENV, ENV_PREFIX, LOG_FORMATS, LOG_LEVELS, add_flags
 from tgi_collector.demo import MIN_DEMO_INTERVAL_SECONDS
 from tgi_collector.simulator import SimulatorConfig
 from tgi_collector.targets import DEFAULT_TIMEOUT_SECONDS
@@ -113,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help="log level (default: $TGI_COLLECTOR_LOG_LEVEL, [log] level of serve's config file,"
         " else INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=None,
+        type=str.lower,
+        choices=LOG_FORMATS,
+        help="log lines as text or as one JSON object each (default: $TGI_COLLECTOR_LOG_FORMAT,"
+        " [log] format of serve's config file, else text)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

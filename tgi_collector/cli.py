@@ -28,6 +28,7 @@ from google.protobuf import json_format
 from tgi_collector import convert
 from tgi_collector._cli_args import build_parser
 from tgi_collector._format import format_exposition, format_snapshot
+from tgi_collector._logging import configure_logging
 from tgi_collector._table import WatchBoard, retry_reporter, run_live, terminal_mode
 from tgi_collector.client import CollectorClient
 from tgi_collector.config import (
@@ -35,6 +36,7 @@ from tgi_collector.config import (
     config_path,
     flags_from_args,
     load_config,
+    resolve_log_format,
     resolve_log_level,
 )
 from tgi_collector.demo import run_demo
@@ -246,13 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("serve", "check-config"):
             # Everything is checked here, before anything starts.
             effective = _effective_config(args)
-            log_level = effective.log_level
+            log_level, log_format = effective.log_level, effective.log_format
         else:
             log_level = resolve_log_level(args.log_level, os.environ)
+            log_format = resolve_log_format(args.log_format, os.environ)
     except ConfigError as exc:
         _print_config_error(exc)
         return 2
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     try:
         if effective is not None and args.command == "check-config":
             return _check_config(args, effective)

@@ -9,8 +9,9 @@ replaces the list from below whole (lists are never merged).
 
 **Settings.** The settings are the fields of :class:`~tgi_collector.server.ServerConfig`, read
 with :func:`dataclasses.fields` (so a new field is a setting at once, with its type and default),
-plus ``log.level``. :data:`_LAYOUT` places each field in the file (its key path, such as
-``watch.max_subscribers``), names its flag and gives its help text and checks. A field missing
+plus ``log.level`` and ``log.format``. :data:`_LAYOUT` places each field in the file (its key
+path, such as ``watch.max_subscribers``), names its flag and gives its help text and checks. A
+field missing
 from the layout still works, as a top-level key named like the field and a flag
 ``--field-name``; ``tests/test_config.py`` fails until it is placed, so that fallback never ships.
 
@@ -66,6 +67,7 @@ from tgi_collector.targets import validate_instance_id, validate_url
 __all__ = [
     "CONFIG_ENV",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "SETTINGS",
     "UNSUPPORTED_FIELDS",
@@ -78,6 +80,7 @@ __all__ = [
     "config_path",
     "flags_from_args",
     "load_config",
+    "resolve_log_format",
     "resolve_log_level",
 ]
 
@@ -86,6 +89,8 @@ ENV_PREFIX = "TGI_COLLECTOR_"
 CONFIG_ENV = "TGI_COLLECTOR_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEFAULT_LOG_LEVEL = "INFO"
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
 
 Source = Literal["default", "file", "env", "flag"]
 
@@ -174,6 +179,12 @@ def _check_log_level(text: str) -> str | None:
     return f"{_quote(text)} is not a log level (one of {', '.join(LOG_LEVELS)})"
 
 
+def _check_log_format(text: str) -> str | None:
+    if text.lower() in LOG_FORMATS:
+        return None
+    return f"{_quote(text)} is not a log format (one of {', '.join(LOG_FORMATS)})"
+
+
 # -- the layout: where each ServerConfig field lives in the file, its flag and its checks ------
 
 
@@ -206,6 +217,15 @@ _LAYOUT: dict[str, _Place] = {
         "seconds in-flight calls get on shutdown",
         "SECONDS",
         zero_ok=True,
+    ),
+    # [metrics]
+    "metrics_listen": _Place(
+        "metrics.listen",
+        "--metrics-listen",
+        "serve the collector's own Prometheus metrics over HTTP on host:port"
+        " (127.0.0.1:9464; port 0 for any free one)",
+        "HOST:PORT",
+        check=_check_listen,
     ),
     # [watch]
     "default_watch_interval_seconds": _Place(
@@ -350,9 +370,19 @@ _LAYOUT: dict[str, _Place] = {
 }
 
 _LOG_PLACE = _Place("log.level", "--log-level", "log level", "LEVEL", check=_check_log_level)
+_LOG_FORMAT_PLACE = _Place(
+    "log.format", "--log-format", "log line format", "FORMAT", check=_check_log_format
+)
+#: The settings that are not ServerConfig fields: global options of every command, each with
+#: its argparse dest and default.
+_GLOBAL_PLACES: tuple[tuple[_Place, str, str], ...] = (
+    (_LOG_PLACE, "log_level", DEFAULT_LOG_LEVEL),
+    (_LOG_FORMAT_PLACE, "log_format", DEFAULT_LOG_FORMAT),
+)
+_GLOBAL_DEST = {place.key: dest for place, dest, _ in _GLOBAL_PLACES}
 
 # Section order in the file and in check-config output; "" is the top level.
-_SECTIONS = ("", "watch", "policy", "auth", "tls", "limits", "log")
+_SECTIONS = ("", "metrics", "watch", "policy", "auth", "tls", "limits", "log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,20 +470,21 @@ def _build_settings() -> tuple[tuple[Setting, ...], tuple[str, ...]]:
                 path=place.path,
             )
         )
-    settings.append(
+    settings.extend(
         Setting(
-            key=_LOG_PLACE.key,
+            key=place.key,
             field=None,
             kind=Kind.STR,
             optional=False,
-            default=DEFAULT_LOG_LEVEL,
-            env=_env_name(_LOG_PLACE.key),
-            flag=_LOG_PLACE.flag,
-            help=_LOG_PLACE.help,
-            metavar=_LOG_PLACE.metavar,
+            default=default,
+            env=_env_name(place.key),
+            flag=place.flag,
+            help=place.help,
+            metavar=place.metavar,
             placed=True,
-            check=_LOG_PLACE.check,
+            check=place.check,
         )
+        for place, _, default in _GLOBAL_PLACES
     )
     layout_order = {key: index for index, key in enumerate(place.key for place in _LAYOUT.values())}
 
@@ -733,6 +764,8 @@ def _normalize(setting: Setting, value: object) -> object:
         )
     if setting.key == _LOG_PLACE.key and isinstance(value, str):
         return value.upper()
+    if setting.key == _LOG_FORMAT_PLACE.key and isinstance(value, str):
+        return value.lower()
     return value
 
 
@@ -840,13 +873,14 @@ def config_path(flag_value: str | None, environ: Mapping[str, str]) -> tuple[str
 
 @dataclass(frozen=True, slots=True)
 class EffectiveConfig:
-    """The merged configuration: the ServerConfig, the log level, and each value's source."""
+    """The merged configuration: the ServerConfig, the log settings, and each value's source."""
 
     server: ServerConfig
     log_level: str
     config_file: str | None
     values: Mapping[str, Value]  # by key, in SETTINGS order
     warnings: tuple[str, ...] = ()
+    log_format: str = DEFAULT_LOG_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
         """For ``check-config --json``: every key with its value, source and origin."""
@@ -1104,10 +1138,10 @@ def load_config(
         raise
     except (TypeError, ValueError, CollectorError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
-    log_level = typing.cast(str, values[_LOG_PLACE.key].value)
     return EffectiveConfig(
         server=server,
-        log_level=log_level,
+        log_level=typing.cast(str, values[_LOG_PLACE.key].value),
+        log_format=typing.cast(str, values[_LOG_FORMAT_PLACE.key].value),
         config_file=abs_path,
         values=values,
         warnings=tuple(warnings),
@@ -1123,23 +1157,35 @@ def _normalize_path(setting: Setting, value: object, base_dir: str) -> object:
 
 def resolve_log_level(flag_value: str | None, environ: Mapping[str, str] | None = None) -> str:
     """The log level of commands other than ``serve``: ``--log-level``, the variable, INFO."""
+    return _resolve_global(_LOG_PLACE, flag_value, environ).upper()
+
+
+def resolve_log_format(flag_value: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The log format of commands other than ``serve``: ``--log-format``, the variable, text."""
+    return _resolve_global(_LOG_FORMAT_PLACE, flag_value, environ).lower()
+
+
+def _resolve_global(
+    place: _Place, flag_value: str | None, environ: Mapping[str, str] | None
+) -> str:
     environ = os.environ if environ is None else environ
     if flag_value:
-        return flag_value.upper()
-    setting = _BY_KEY[_LOG_PLACE.key]
+        return flag_value
+    setting = _BY_KEY[place.key]
     text = environ.get(setting.env, "").strip()
     if not text:
-        return DEFAULT_LOG_LEVEL
-    reason = _check_log_level(text)
+        return typing.cast(str, setting.default)
+    reason = place.check(text) if place.check is not None else None
     if reason is not None:
         raise ConfigError(f"{setting.key}: {reason} (from environment variable {setting.env})")
-    return text.upper()
+    return text
 
 
 # -- command-line flags --------------------------------------------------------------------------
 
 _GROUP_TITLES = {
     "": "server",
+    "metrics": "self-metrics (file: [metrics])",
     "watch": "Watch limits (file: [watch])",
     "policy": "scrape policy (file: [policy])",
     "auth": "authentication (file: [auth])",
@@ -1164,7 +1210,7 @@ def _shown_default(setting: Setting) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add a flag for every setting but ``log.level`` (a global option) to ``parser``.
+    """Add a flag for every setting but ``log.*`` (global options) to ``parser``.
 
     Every flag defaults to None (not given), so only the flags given override the file and
     the environment.
@@ -1208,7 +1254,7 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, object]:
     """The flags given on the command line, by setting key (for :func:`load_config`)."""
     given: dict[str, object] = {}
     for setting in SETTINGS:
-        dest = "log_level" if setting.field is None else _dest(setting)
+        dest = _GLOBAL_DEST[setting.key] if setting.field is None else _dest(setting)
         value = getattr(args, dest, None)
         if value is not None:
             given[setting.key] = value
