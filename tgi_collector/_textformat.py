@@ -79,23 +79,42 @@ def is_plain(labels: Labels) -> bool:
     return len(names) == len(labels) and not any(label[:2] == "__" for label in names)
 
 
-def _escaped(text: str, index: int) -> bool:
-    """Whether ``text[index]`` follows an odd number of backslashes."""
+def _escaped(text: str, index: int, floor: int = 0) -> bool:
+    """Whether ``text[index]`` follows an odd number of backslashes (none before ``floor``)."""
     start = index
-    while start > 0 and text[start - 1] == "\\":
+    while start > floor and text[start - 1] == "\\":
         start -= 1
     return (index - start) % 2 == 1
 
 
+# The characters _find_unquoted stops at, by the set of separators asked for.
+_STOPS: dict[str, re.Pattern[str]] = {}
+
+
 def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
-    """Index of the first of ``chars`` outside double quotes, or -1."""
-    in_quotes = False
-    for index in range(start, len(text)):
-        char = text[index]
-        if char == '"' and not _escaped(text, index):
-            in_quotes = not in_quotes
-        elif not in_quotes and char in chars:
-            return index
+    """Index of the first of ``chars`` outside double quotes in ``text[start:]``, or -1.
+
+    ``text[start:]`` is read as if it were the whole string: quoting starts closed there and
+    a backslash before ``start`` escapes nothing. The jumps between quotes and separators are
+    searches in C, so a long label value costs little more than a copy of it.
+    """
+    stops = _STOPS.get(chars)
+    if stops is None:
+        stops = _STOPS.setdefault(chars, re.compile('["' + re.escape(chars) + "]"))
+    index = start
+    while (match := stops.search(text, index)) is not None:
+        found = match.start()
+        if text[found] != '"':
+            return found
+        index = found + 1
+        if _escaped(text, found, start):
+            continue  # an escaped quote outside a string is plain text
+        close = text.find('"', index)
+        while close >= 0 and _escaped(text, close, start):
+            close = text.find('"', close + 1)
+        if close < 0:
+            return -1
+        index = close + 1
     return -1
 
 
@@ -125,30 +144,44 @@ def _unquote_name(term: str) -> str:
     return term
 
 
+def _skip_space(text: str, index: int) -> int:
+    """The first index at or after ``index`` that is not whitespace (``str.strip``'s kind)."""
+    end = len(text)
+    while index < end and text[index].isspace():
+        index += 1
+    return index
+
+
 def _parse_labels(body: str) -> dict[str, str]:
-    """The inside of ``{...}``, term by term as prometheus_client splits it."""
+    """The inside of ``{...}``, term by term as prometheus_client splits it.
+
+    prometheus_client cuts the rest of the set off after each term; here an index walks the
+    set instead, so the cost is its length, not its terms times its length.
+    """
     labels: dict[str, str] = {}
-    rest = body.strip()
+    body = body.strip()
+    end = len(body)
+    at = 0
     terms = 0
-    while rest:
+    while at < end:
         terms += 1
         if terms > MAX_LABEL_TERMS:
-            # Each term copies the rest of the set: without a bound, a line of a million
-            # empty terms ("a{,=,=,=...}") would take quadratic time.
+            # Each term costs a Python-level step: a line of a million empty terms
+            # ("a{,=,=,=...}") is refused rather than walked.
             raise Malformed(f"more than {MAX_LABEL_TERMS} terms in a label set")
-        if rest[0] == ",":
-            rest = rest[1:]
-            if rest[:1] == ",":
+        if body[at] == ",":
+            at += 1
+            if at < end and body[at] == ",":
                 raise Malformed("two commas in a row in label set")
-        split = _find_unquoted(rest, "=,}")
-        if split >= 0 and rest[split] == "=":
-            name_term, rest = rest[:split], rest[split + 1 :]
-            split = _find_unquoted(rest, ",}")
+        split = _find_unquoted(body, "=,}", at)
+        if split >= 0 and body[split] == "=":
+            name_term, at = body[at:split], split + 1
+            split = _find_unquoted(body, ",}", at)
         else:
             name_term = '"__name__"'  # a bare (quoted) term is the metric name
         if split < 0:
-            split = len(rest)
-        term, rest = rest[:split].strip(), rest[split:].strip()
+            split = end
+        term, at = body[at:split].strip(), _skip_space(body, split)
         if not term:
             continue
         name = _unquote_name(name_term)
