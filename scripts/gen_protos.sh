@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Regenerates the Python stubs (_pb2, _pb2_grpc, .pyi) in tgi_collector/v1/ from proto/.
 # The only way generated code is made: CI runs it and fails if the result differs from git.
-# Needs grpcio-tools (pinned in pyproject.toml's dev extra so the output is reproducible).
+# Runs `buf generate` with buf.gen.yaml's Python entries, which use grpcio-tools' generators
+# through scripts/protoc-gen-grpcio-tools. Needs the dev extra: grpcio-tools (pinned in
+# pyproject.toml so the output is reproducible) and buf (buf-bin), installed beside $PYTHON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python}
+export PYTHON=${PYTHON:-python}
+buf=$(dirname "$(command -v "$PYTHON")")/buf
+[ -x "$buf" ] || buf=buf
+if ! command -v "$buf" >/dev/null; then
+  echo "gen_protos.sh: buf is neither beside $PYTHON nor on PATH (pip install -e '.[dev]')" >&2
+  exit 1
+fi
 out=tgi_collector/v1
 find "$out" -maxdepth 1 \( -name '*_pb2.py' -o -name '*_pb2_grpc.py' -o -name '*_pb2.pyi' \) -delete
-"$python" -m grpc_tools.protoc \
-  --proto_path=proto \
-  --python_out=. \
-  --pyi_out=. \
-  --grpc_python_out=. \
-  proto/tgi_collector/v1/*.proto
-# protoc writes next to the proto path (tgi_collector/v1/), which is where the package lives.
+"$buf" generate
+# The plugins write tgi_collector/v1/ (the proto path), which is where the package lives.
 test -f "$out/__init__.py"
 echo "regenerated: $(ls "$out" | grep -c pb2) files in $out"
