@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tgi_collector import _config_layout, _config_settings
 from tgi_collector import config as config_module
 from tgi_collector._cli_args import build_parser
 from tgi_collector.cli import main
@@ -221,14 +222,14 @@ def test_every_server_config_field_has_a_key_a_variable_and_a_flag() -> None:
     missing = [name for name in fields if name not in by_field]
     assert not missing
     unplaced = [setting.field for setting in SETTINGS if not setting.placed]
-    assert not unplaced, f"give these ServerConfig fields a TOML key in config._LAYOUT: {unplaced}"
-    assert not set(config_module._LAYOUT) - set(fields), "_LAYOUT names fields that do not exist"
+    assert not unplaced, f"give these ServerConfig fields a TOML key in _config_layout: {unplaced}"
+    assert not set(_config_layout.LAYOUT) - set(fields), "LAYOUT names fields that do not exist"
     for attribute in ("key", "env", "flag"):
         names = [getattr(setting, attribute) for setting in SETTINGS]
         assert len(names) == len(set(names)), attribute
     for setting in SETTINGS:
         assert setting.env == ENV_PREFIX + setting.key.replace(".", "_").upper()
-        assert setting.section in config_module._SECTIONS
+        assert setting.section in _config_layout.SECTIONS
         assert setting.flag.startswith("--")
         global_defaults = {"log.level": "INFO", "log.format": "text"}
         assert setting.default == (
@@ -245,8 +246,8 @@ def test_a_new_field_is_a_setting_without_editing_config(monkeypatch: pytest.Mon
         brand_new_limit: int = 3
         odd_type: complex = 1j
 
-    monkeypatch.setattr(config_module, "ServerConfig", Extended)
-    settings, unsupported = config_module._build_settings()
+    monkeypatch.setattr(_config_settings, "ServerConfig", Extended)
+    settings, unsupported = _config_settings.build_settings()
     new = {setting.key: setting for setting in settings}["brand_new_limit"]
     assert (new.kind, new.default, new.placed) == (Kind.INT, 3, False)
     assert (new.env, new.flag) == ("TGI_COLLECTOR_BRAND_NEW_LIMIT", "--brand-new-limit")
