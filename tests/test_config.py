@@ -831,3 +831,10 @@ def test_serve_with_a_bad_file_exits_2_before_listening(tmp_path: Path, unused_p
         f' string "many" (in {path})\n'
     )
     assert not _listening(unused_port)
+
+
+def test_what_check_config_accepts_serve_can_start_with(capsys: pytest.CaptureFixture[str]) -> None:
+    # gRPC takes the keepalive interval in milliseconds as a C int: the server's own check.
+    assert main(["check-config", "--keepalive-min-ping-interval", "3000000"]) == 2
+    err = capsys.readouterr().err
+    assert "keepalive_min_ping_interval_seconds must be at most 2147483 s" in err

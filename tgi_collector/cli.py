@@ -272,16 +272,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse_file(args)
         if args.command == "health":
             return asyncio.run(_health(args))
-        if args.command in ("watch", "demo") and log_level == "INFO":
+        if args.command in ("watch", "demo"):
+            live = (
+                _watch(args)
+                if args.command == "watch"
+                else run_demo(listen=args.listen, interval=args.interval, count=args.count)
+            )
             # The live table owns the terminal: routine INFO lines would tear through it
             # (retries are shown on the table). --log-level DEBUG shows everything.
-            logger.setLevel(logging.WARNING)
-        if args.command == "watch":
-            return _run_live_command(_watch(args))
-        if args.command == "demo":
-            return _run_live_command(
-                run_demo(listen=args.listen, interval=args.interval, count=args.count)
-            )
+            previous = logger.level
+            if log_level == "INFO":
+                logger.setLevel(logging.WARNING)
+            try:
+                return _run_live_command(live)
+            finally:
+                logger.setLevel(previous)
         config_sim = SimulatorConfig(
             model_id=args.model_id,
             max_input_tokens=args.max_input_tokens,

@@ -258,6 +258,8 @@ def load_config(
     try:
         # ServerConfig may check more itself; its complaint is a config error too.
         server = ServerConfig(**fields)  # type: ignore[arg-type]
+        # The server's own range checks, so that nothing check-config accepts fails at start.
+        server.check()
     except ConfigError:
         raise
     except (TypeError, ValueError, CollectorError) as exc:
