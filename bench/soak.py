@@ -40,8 +40,7 @@ subscribers, loops or loop tasks, or more asyncio tasks than before the load (+5
 ends with a status its kind does not allow (UNKNOWN never); when a reading subscriber that lived
 3 intervals + 3 s got no snapshot; when a flapping target was not seen both up and down, no
 counter reset was seen, or no stuck subscriber was ended with RESOURCE_EXHAUSTED; when the
-collector logged an error or a traceback (but for one known bug, counted apart: see
-``KNOWN_LOG_ERROR``), died, or did not exit 0 on SIGTERM.
+collector logged an error or a traceback, died, or did not exit 0 on SIGTERM.
 
     python bench/soak.py                        # 10 minutes after a 60 s warm-up (~12 min)
     python bench/soak.py --minutes 2 --warmup 20 --sample-every 20
@@ -583,31 +582,22 @@ class SoakReport:
 
 
 _RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", re.MULTILINE)
-# A known product bug, pinned by the strict xfail test_a_client_cancelling_a_stalled_watch_is_
-# not_an_error in tests/test_soak.py (remove this when it passes): a stuck reader ended by the
-# stall timeout gets RESOURCE_EXHAUSTED only once it reads what is buffered before; if it
-# cancels instead, as the soak's drain does, the pending status fails in grpc and grpc logs
-# "ExecuteBatchError raised in core" with a traceback. Counted apart, not failed on.
-KNOWN_LOG_ERROR = "SendStatusFromServerOperation"
 
 
-def log_errors(text: str) -> tuple[int, int]:
-    """Log records at ERROR level or with a traceback: (of the known bug, others). Text
-    before the first record counts as one (a crash)."""
-    known = other = 0
+def log_errors(text: str) -> int:
+    """Log records at ERROR level or with a traceback. Text before the first record counts as
+    one (a crash)."""
+    errors = 0
     if not text.strip():
-        return known, other
+        return errors
     starts = [m.start() for m in _RECORD.finditer(text)]
     if starts[:1] != [0]:
         starts.insert(0, 0)
     for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
         record = text[begin:end]
         if " ERROR " in record.partition("\n")[0] or "Traceback" in record:
-            if KNOWN_LOG_ERROR in record and "ExecuteBatchError raised in core" in record:
-                known += 1
-            else:
-                other += 1
-    return known, other
+            errors += 1
+    return errors
 
 
 def rss_slope(samples: list[Sample]) -> float:
@@ -793,8 +783,7 @@ async def run_soak(config: SoakConfig) -> SoakReport:
             stop(targets)
         failures += check_samples(samples)
         failures += check_load(load, flappers)
-        known, errors = log_errors(log.read_text(errors="replace"))
-        stats["collector log: ERROR records of the known stalled-cancel bug"] = known
+        errors = log_errors(log.read_text(errors="replace"))
         if errors:
             failures.append(f"{errors} ERROR record(s) or traceback(s) in the collector log {log}")
         cpu = resource.getrusage(resource.RUSAGE_SELF)

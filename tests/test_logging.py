@@ -145,3 +145,22 @@ def test_serve_process_writes_json_lines_and_no_token(unused_port: int, tmp_path
     assert any(message.startswith(f"serving on {listen}") for message in messages), messages
     assert any(message.startswith("shutting down") for message in messages), messages
     assert {line["logger"] for line in lines} >= {"tgi_collector.server"}
+
+
+def test_a_failed_scrape_is_one_json_line_with_target_and_kind(unused_port: int) -> None:
+    """``collect`` of a dead target: one WARNING object naming the target and the error kind."""
+    url = f"http://127.0.0.1:{unused_port}/metrics?token={TOKEN}"
+    done = subprocess.run(
+        [sys.executable, "-m", "tgi_collector", "--log-format", "json", "collect", url],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # target down
+    assert TOKEN not in done.stderr  # (stdout shows the URL as the user typed it)
+    objects = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    failures = [o for o in objects if o.get("error_kind") is not None]
+    assert len(failures) == 1, objects
+    (failure,) = failures
+    assert failure["level"] == "WARNING"
+    assert failure["logger"] == "tgi_collector.scraper"
+    assert failure["target"] == f"http://127.0.0.1:{unused_port}/metrics"
+    assert failure["error_kind"] == "connect"

@@ -228,18 +228,23 @@ class Subscription:
 
     # -- called by the hub's loops --------------------------------------------------------------
 
-    def _offer(self, target: Target, tick: _Tick) -> None:
-        """Queue ``tick`` of ``target``, replacing an undelivered one. Never blocks."""
+    def _offer(self, target: Target, tick: _Tick) -> bool:
+        """Queue ``tick`` of ``target``, replacing an undelivered one. Never blocks.
+
+        True when an undelivered tick was replaced (coalesced).
+        """
         if self.updates_only and tick.initial:
-            return
+            return False
         if self.suppress_unchanged:
             if self._versions.get(target) == tick.version:
-                return
+                return False
             self._versions[target] = tick.version
-        if target in self._pending:
+        replaced = target in self._pending
+        if replaced:
             self._coalesced += 1
         self._pending[target] = tick
         self._wake.set()
+        return replaced
 
     # -- internals ------------------------------------------------------------------------------
 

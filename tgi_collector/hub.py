@@ -148,8 +148,15 @@ def _content_key(snapshot: Snapshot) -> object:
 class _Loop:
     """The scrape loop of one :class:`LoopKey` and the subscribers it feeds."""
 
-    def __init__(self, key: LoopKey, scraper: Scraper, encode: Callable[[Snapshot], bytes]) -> None:
+    def __init__(
+        self,
+        key: LoopKey,
+        scraper: Scraper,
+        encode: Callable[[Snapshot], bytes],
+        coalesced: Callable[[int], None],
+    ) -> None:
         self.key = key
+        self._coalesced = coalesced  # told how many undelivered ticks a new tick replaced
         self.subscribers: dict[Subscription, None] = {}  # an insertion-ordered set
         self.latest: _Tick | None = None
         self.task: asyncio.Task[None] | None = None
@@ -263,8 +270,11 @@ class _Loop:
         )
         self.latest = latest
         target = self.key.target
+        replaced = 0
         for subscription in self.subscribers:
-            subscription._offer(target, latest)
+            replaced += subscription._offer(target, latest)
+        if replaced:
+            self._coalesced(replaced)
 
     def _content_version(self, snapshot: Snapshot) -> int:
         """A number that changes exactly when the content changes (see :func:`_content_key`).
@@ -311,6 +321,12 @@ class Hub:
         self._subscriptions: dict[Subscription, tuple[_Loop, ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._coalesced_total = 0
+
+    @property
+    def coalesced_total(self) -> int:
+        """Snapshots subscribers never got because a newer one replaced them, ever."""
+        return self._coalesced_total
 
     @property
     def subscriber_count(self) -> int:
@@ -402,7 +418,7 @@ class Hub:
         await self.aclose()
 
     def _start(self, key: LoopKey) -> _Loop:
-        loop = _Loop(key, self._scraper, self._encode)
+        loop = _Loop(key, self._scraper, self._encode, self._count_coalesced)
         task = asyncio.get_running_loop().create_task(
             loop.run(), name=f"{LOOP_TASK_PREFIX}{key.target.url}"
         )
@@ -410,6 +426,9 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, loop))
         return loop
+
+    def _count_coalesced(self, count: int) -> None:
+        self._coalesced_total += count
 
     def _task_done(self, loop: _Loop, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 from urllib.parse import urlsplit
 
 from tgi_collector import tgi
@@ -62,12 +62,13 @@ from tgi_collector.exposition import Parser
 from tgi_collector.metrics import Exposition
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
-from tgi_collector.targets import ScrapeOptions, Target, port_of
+from tgi_collector.targets import ScrapeOptions, Target, port_of, redacted_url
 
 __all__ = [
     "INFO_MAX_BODY_BYTES",
     "METRICS_ACCEPT",
     "USER_AGENT",
+    "ScrapeRecorder",
     "Scraper",
 ]
 
@@ -141,6 +142,17 @@ class _InfoEntry:
     expires_at: float
 
 
+class ScrapeRecorder(Protocol):
+    """Told of the outcome of every scrape (the collector's own metrics implement it).
+
+    Called on the event loop once per scrape that reached the network (a target the policy
+    refuses is not a scrape); must be cheap and must not raise.
+    """
+
+    def scraped(self, url: str, error: ScrapeErrorKind | None, seconds: float) -> None:
+        """``url`` was scraped in ``seconds``; ``error`` is None when it was up."""
+
+
 def _host_and_port(url: str) -> tuple[str, int]:
     """Host and port (default by scheme) of an http(s) URL."""
     parts = urlsplit(url)
@@ -155,6 +167,11 @@ class Scraper:
     is used as is and not closed. ``info_ttl_seconds`` is how long
     a good ``/info`` answer is reused; a failed one is retried after at most 30 s.
     ``max_parsers`` bounds both the per-target parser and view caches and the ``/info`` cache (LRU).
+    ``recorder`` is told of every scrape's outcome (see :class:`ScrapeRecorder`).
+
+    Every failed scrape, Collect or Watch, logs one WARNING line naming the target (redacted:
+    :func:`redacted_url`), the error kind and the short error message (never a body or a
+    token); the first good scrape of a target that failed logs one INFO line.
     """
 
     def __init__(
@@ -164,6 +181,7 @@ class Scraper:
         client: HttpClient | None = None,
         info_ttl_seconds: float = 300.0,
         max_parsers: int = 10_000,
+        recorder: ScrapeRecorder | None = None,
     ) -> None:
         if max_parsers < 1:
             raise ValueError("max_parsers must be at least 1")
@@ -179,6 +197,9 @@ class Scraper:
         # Per base URL (scheme://host:port): /info belongs to the server, not to the path.
         self._info: OrderedDict[str, _InfoEntry] = OrderedDict()
         self._info_tasks: dict[str, asyncio.Task[None]] = {}
+        self.recorder = recorder
+        # Target URLs whose last scrape failed -> consecutive failures (LRU, max_parsers).
+        self._failing: OrderedDict[str, int] = OrderedDict()
 
     @property
     def policy(self) -> TargetPolicy:
@@ -249,16 +270,19 @@ class Scraper:
                     f"no complete response within {options.timeout_seconds} s",
                 ) from exc
         except ScrapeError as exc:
+            duration = loop.time() - started
+            self._failed(target.url, exc, duration)
             return Snapshot(
                 instance_id=target.instance_id or target.url,
                 endpoint=target.url,
                 timestamp=timestamp,
                 up=False,
-                stats=ScrapeStats(loop.time() - started, progress.body_bytes, 0),
+                stats=ScrapeStats(duration, progress.body_bytes, 0),
                 error=ScrapeFailure(exc.kind, exc.message, exc.http_status),
                 model=self._cached_model(target) if options.fetch_info else None,
             )
         duration = loop.time() - started
+        self._succeeded(target.url, duration)
         view = caches.views.build(exposition)
         model = None
         if options.fetch_info:
@@ -275,6 +299,36 @@ class Scraper:
             exposition=exposition if options.include_raw_metrics else None,
             model=model,
         )
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _failed(self, url: str, exc: ScrapeError, seconds: float) -> None:
+        """The one place a failed scrape is logged and recorded."""
+        shown = redacted_url(url)
+        logger.warning(
+            "scrape failed: target=%s kind=%s error=%s",
+            shown,
+            exc.kind.value,
+            exc,
+            extra={"target": shown, "error_kind": exc.kind.value},
+        )
+        self._failing[url] = self._failing.pop(url, 0) + 1
+        if len(self._failing) > self._max_entries:
+            self._failing.popitem(last=False)
+        if self.recorder is not None:
+            self.recorder.scraped(url, exc.kind, seconds)
+
+    def _succeeded(self, url: str, seconds: float) -> None:
+        if self._failing and (failures := self._failing.pop(url, 0)):
+            shown = redacted_url(url)
+            logger.info(
+                "scrape ok again: target=%s (after %d failed scrape(s))",
+                shown,
+                failures,
+                extra={"target": shown, "failed_scrapes": failures},
+            )
+        if self.recorder is not None:
+            self.recorder.scraped(url, None, seconds)
 
     # -- /metrics ----------------------------------------------------------------------------
 

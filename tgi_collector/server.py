@@ -1,7 +1,8 @@
 """The gRPC server: ``CollectorService`` on ``grpc.aio``, with health and reflection.
 
-Only this module, :mod:`tgi_collector.auth` (the token interceptor, TLS credentials) and the
-client import ``grpc``. Domain errors become status codes here, once:
+Only this module, :mod:`tgi_collector.auth` (the token interceptor, TLS credentials),
+:mod:`tgi_collector.selfmetrics` (the RPC counting interceptor) and the client import ``grpc``.
+Domain errors become status codes here, once:
 
 - :class:`~tgi_collector.errors.InvalidRequestError` -> ``INVALID_ARGUMENT`` (names the field)
 - :class:`~tgi_collector.errors.TargetDeniedError` -> ``PERMISSION_DENIED`` (generic message)
@@ -15,7 +16,9 @@ Before any handler: a call without a configured bearer token is ``UNAUTHENTICATE
 ``max_subscribers_per_peer`` is ``RESOURCE_EXHAUSTED`` at once; a request larger than
 ``max_receive_bytes`` is ``RESOURCE_EXHAUSTED`` from grpc itself.
 
-A target that fails is not an RPC error: ``Collect`` answers OK with a down snapshot.
+A target that fails is not an RPC error: ``Collect`` answers OK with a down snapshot. A call
+its client already left (a failing write or status) ends as cancelled, quietly. The server's own
+metrics: :attr:`CollectorServer.metrics`, on HTTP at ``metrics_listen`` when set.
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from tgi_collector import _limits, auth, convert
+from tgi_collector import _limits, auth, convert, selfmetrics
 from tgi_collector.errors import CapacityError, InvalidRequestError, TargetDeniedError
 from tgi_collector.hub import EventKind, Hub, Subscription
 from tgi_collector.policy import DENIED_MESSAGE, TargetPolicy
@@ -128,23 +131,52 @@ class ServerConfig:
         self.tls_files.check()
 
 
+def _call_gone(what: str, exc: BaseException) -> asyncio.CancelledError:
+    """What a handler raises when its client cancelled or dropped the call: gRPC ends it
+    quietly (a debug line), as a cancelled call."""
+    logger.debug("%s failed: the call is already over (%s)", what, type(exc).__name__)
+    return asyncio.CancelledError()
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str
+) -> NoReturn:
+    """``context.abort``, ending the call quietly if the status cannot be sent (a stalled
+    Watch's status waits behind buffered messages; if its client cancels, the send fails with
+    gRPC's ExecuteBatchError, which gRPC would log as an ERROR)."""
+    try:
+        await context.abort(code, details)
+    except grpc.aio.AbortError:
+        raise
+    except Exception as exc:
+        raise _call_gone(f"sending {code.name}", exc) from None
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
 @contextlib.asynccontextmanager
 async def _status_codes(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
     """Turn domain errors and bugs raised inside a handler into proper status codes."""
     try:
         yield
     except InvalidRequestError as exc:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except TargetDeniedError:
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, DENIED_MESSAGE)
+        await _abort(context, grpc.StatusCode.PERMISSION_DENIED, DENIED_MESSAGE)
     except CapacityError as exc:
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except grpc.aio.AbortError:
         raise
     except Exception:
         logger.exception("unexpected error in handler")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        await _abort(context, grpc.StatusCode.INTERNAL, "internal error")
 
+
+# The methods the RPC metrics name (anything else is "other": method names come from callers).
+_METHODS = selfmetrics.method_names(
+    collector_pb2.DESCRIPTOR.services_by_name["CollectorService"],
+    health_pb2.DESCRIPTOR.services_by_name["Health"],
+    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+)
 
 _EVENT_KINDS = {
     EventKind.SNAPSHOT: "snapshot",
@@ -193,7 +225,7 @@ class _CollectorServicer:
 
     async def watch(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down")
         async with _status_codes(context):
             request = _decode(collector_pb2.WatchRequest, data)
             spec = convert.watch_request_from_proto(
@@ -234,8 +266,7 @@ class _CollectorServicer:
                 # the write fail with gRPC's ExecuteBatchError, before the context knows it is
                 # cancelled: the bytes are always ours and valid, so a failing write means the
                 # call is over, not a bug.
-                logger.debug("Watch call ended during a write (%s)", type(exc).__name__)
-                return
+                raise _call_gone("a Watch write", exc) from None
 
 
 _Request = TypeVar("_Request", collector_pb2.CollectRequest, collector_pb2.WatchRequest)
@@ -286,7 +317,9 @@ class CollectorServer:
             if self.config.tls_files.enabled
             else None
         )
-        interceptors: list[grpc.aio.ServerInterceptor] = []
+        self.metrics = selfmetrics.SelfMetrics(self.config.metrics_listen)
+        # First: it wraps what the token interceptor returns, so refused calls are counted too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [self.metrics.interceptor(_METHODS)]
         self._token_count = 0
         if self.config.token_file is not None:
             digests = auth.load_tokens(self.config.token_file)
@@ -306,13 +339,14 @@ class CollectorServer:
         self.registry = TargetRegistry(
             self.config.registered_targets, registered_only=self.config.registered_only
         )
-        self._scraper = scraper or Scraper(policy=policy)
+        self._scraper = scraper or Scraper(policy=policy, recorder=self.metrics)
         self.hub = Hub(
             self._scraper,
             convert.encode_watch_snapshot,
             max_subscribers=self.config.max_subscribers,
             max_targets_per_subscription=self.config.max_targets_per_watch,
         )
+        self.metrics.watch_hub(self.hub)
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=interceptors, options=_limits.server_options(self.config)
@@ -330,14 +364,24 @@ class CollectorServer:
         )
         self.port = 0
 
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of the metrics HTTP server; None when it is off (or not started)."""
+        return self.metrics.port
+
     async def start(self) -> int:
-        """Bind and start serving; returns the bound port (useful with port 0)."""
+        """Bind and start serving; returns the bound port (useful with port 0).
+
+        OSError naming the address when the gRPC or the metrics port cannot be bound.
+        """
+        self.metrics.start()  # first: when it cannot bind, nothing else is bound yet
         try:
             if self._credentials is None:
                 self.port = self._server.add_insecure_port(self.config.listen)
             else:
                 self.port = self._server.add_secure_port(self.config.listen, self._credentials)
         except RuntimeError as exc:
+            self.metrics.close()
             raise OSError(f"cannot listen on {self.config.listen}: {exc}") from exc
         await self._server.start()
         for service in ("", SERVICE_NAME):
@@ -383,6 +427,7 @@ class CollectorServer:
         await self._server.stop(self.config.grace_seconds if grace is None else grace)
         if self._owns_scraper:
             await self._scraper.aclose()
+        self.metrics.close()
 
     async def wait_for_termination(self) -> None:
         """Block until the server has stopped."""

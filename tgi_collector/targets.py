@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from tgi_collector.errors import InvalidRequestError
 
@@ -26,6 +26,7 @@ __all__ = [
     "WatchSpec",
     "metrics_url",
     "port_of",
+    "redacted_url",
     "validate_instance_id",
     "validate_options",
     "validate_url",
@@ -172,3 +173,15 @@ def validate_options(
         fetch_info=fetch_info,
         include_raw_metrics=include_raw_metrics,
     )
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without user information, query and fragment: what logs and metric labels show.
+
+    Credentials hide in ``user:pass@`` and tokens in query strings; neither is ever shown.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(invalid URL)"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
