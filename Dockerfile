@@ -38,9 +38,15 @@ COPY --from=build /opt/tgi-collector /opt/tgi-collector
 ENV PATH=/opt/tgi-collector/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# The container's defaults as settings, not CMD flags, so that `-e TGI_COLLECTOR_...` overrides
+# them (flags would win over every variable). An empty TGI_COLLECTOR_METRICS_LISTEN turns the
+# metrics port off.
+ENV TGI_COLLECTOR_LISTEN=0.0.0.0:50051 \
+    TGI_COLLECTOR_METRICS_LISTEN=0.0.0.0:9464 \
+    TGI_COLLECTOR_GRACE_SECONDS=5
 USER 10001:10001
 # 50051: gRPC (Collect, Watch, health, reflection). 9464: the collector's own Prometheus
-# metrics, served only when asked for: serve --metrics-listen 0.0.0.0:9464.
+# metrics (plain HTTP, no token: publish it only where Prometheus runs).
 EXPOSE 50051 9464
 # Asks the standard gRPC health service; exit 0 only when it answers SERVING (NOT_SERVING
 # from the moment SIGTERM arrives). Follows the CMD's port: change both together.
@@ -51,4 +57,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \
 # Keep --grace below the stop timeout (podman/docker stop: 10 s by default).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["tgi-collector"]
-CMD ["serve", "--listen", "0.0.0.0:50051", "--grace", "5"]
+CMD ["serve"]

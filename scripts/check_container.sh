@@ -48,7 +48,7 @@ if [[ -z ${PYTHON:-} ]]; then
   PYTHON=python3
   [[ -x /usr/bin/python3 ]] && PYTHON=/usr/bin/python3
 fi
-GRACE=5          # the Dockerfile's CMD: serve --grace 5
+GRACE=5          # the Dockerfile's TGI_COLLECTOR_GRACE_SECONDS
 STOP_TIMEOUT=10  # podman stop -t: SIGKILL after this; a clean stop is well under it
 
 failures=0
@@ -204,12 +204,15 @@ podman_check() {
   check "no pip, no compiler, no tests in the image" podman run --rm --no-healthcheck $run_flags --entrypoint /bin/sh "$IMAGE" -c \
     '! test -e /opt/tgi-collector/bin/pip && ! command -v gcc && ! command -v cc && ! test -e /src'
 
-  local port sim_port=8080
+  local port metrics_port sim_port=8080
   port=$(free_port)
+  metrics_port=$(free_port)
   container=tgi-collector-check-$$
-  # The image's own CMD (listen 0.0.0.0:50051 in the container), published on host loopback only.
+  # The image's defaults (gRPC on 0.0.0.0:50051, metrics on 0.0.0.0:9464 in the container),
+  # published on host loopback only.
   # shellcheck disable=SC2086
-  podman run -d --name "$container" $run_flags -p "127.0.0.1:$port:50051" "$IMAGE" \
+  podman run -d --name "$container" $run_flags -p "127.0.0.1:$port:50051" \
+    -p "127.0.0.1:$metrics_port:9464" "$IMAGE" \
     >"$tmp/run.out" 2>&1 || { cat "$tmp/run.out"; die "podman run failed"; }
   grep -q 'systemd' "$tmp/run.out" \
     && info "no systemd here: podman cannot schedule the HEALTHCHECK timer; running it by hand"
@@ -242,6 +245,9 @@ podman_check() {
   check "Collect from the host via 127.0.0.1:$port (${grpcurl_bin:-client in a host-network container}) -> HEALTH_UP" \
     collect_until_up "127.0.0.1:$port" "http://127.0.0.1:$sim_port/metrics" "${client[@]}"
 
+  check "self-metrics on 127.0.0.1:$metrics_port (9464 in the container) count that Collect" \
+    metrics_show_ok_scrape "$metrics_port"
+
   start_watch "127.0.0.1:$port" "http://127.0.0.1:$sim_port/metrics"
   local start stop_time code
   start=$(now)
@@ -254,6 +260,17 @@ podman_check() {
   podman logs "$container" >"$tmp/logs.txt" 2>&1 || true
   check "shutdown logged: $(grep -m1 'shutting down' "$tmp/logs.txt" || echo none)" grep -q 'shutting down' "$tmp/logs.txt"
   info "container log:"; sed 's/^/      /' "$tmp/logs.txt"
+}
+
+metrics_show_ok_scrape() {  # metrics_show_ok_scrape PORT: /metrics has an ok scrape of a target
+  "$PYTHON" - "$1" <<'PY'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+ok = [line for line in body.splitlines()
+      if line.startswith("tgi_collector_scrapes_total{") and 'outcome="ok"' in line]
+print(ok[0] if ok else "no ok scrape in /metrics")
+sys.exit(not ok or float(ok[0].rsplit(" ", 1)[1]) < 1)
+PY
 }
 
 # --- venv: the Dockerfile's steps, replayed without a container runtime ------------------------
@@ -292,12 +309,14 @@ venv_check() {
     info "not root (or no setpriv): serve runs as $(id -un), not uid 10001"
   fi
   local run_env=(env -i "PATH=$venv/bin:/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/nonexistent)
-  local port sim_port
+  local port metrics_port sim_port
   port=$(free_port)
+  metrics_port=$(free_port)
   sim_port=$(free_port)
-  # CMD serve --listen 0.0.0.0:50051 --grace 5, on loopback (no network namespace here).
-  "${as_user[@]}" "${run_env[@]}" tgi-collector serve --listen "127.0.0.1:$port" --grace "$GRACE" \
-    >"$tmp/logs.txt" 2>&1 &
+  # The image's defaults (listen 0.0.0.0:50051, metrics 0.0.0.0:9464, grace 5), on loopback
+  # (no network namespace here).
+  "${as_user[@]}" "${run_env[@]}" tgi-collector serve --listen "127.0.0.1:$port" \
+    --metrics-listen "127.0.0.1:$metrics_port" --grace "$GRACE" >"$tmp/logs.txt" 2>&1 &
   local pid=$!
   bg_pids+=("$pid")
 
@@ -321,6 +340,8 @@ venv_check() {
   bg_pids+=("$!")
   check "Collect via 127.0.0.1:$port (${grpcurl_bin:-the venv client}) -> HEALTH_UP" \
     collect_until_up "127.0.0.1:$port" "http://127.0.0.1:$sim_port/metrics" "$venv/bin/python3"
+  check "self-metrics on 127.0.0.1:$metrics_port count that Collect" \
+    metrics_show_ok_scrape "$metrics_port"
 
   start_watch "127.0.0.1:$port" "http://127.0.0.1:$sim_port/metrics"
   local start stop_time code=0
