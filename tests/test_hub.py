@@ -579,8 +579,10 @@ async def test_target_refused_later_by_policy_reports_down(
         snapshot = _snapshot(event)
         assert not snapshot.up
         assert snapshot.error is not None
-        assert snapshot.error.kind is ScrapeErrorKind.CONNECT
+        assert snapshot.error.kind is ScrapeErrorKind.DENIED
         assert snapshot.error.message == DENIED_MESSAGE
+        wire = snapshot_pb2.Snapshot.FromString(encode(snapshot))
+        assert wire.error.kind == snapshot_pb2.ERROR_KIND_DENIED
     assert caplog.text.count("refused by the scrape policy") == 1  # once per episode
     assert fixture_server.hits("/metrics") == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -11,10 +12,12 @@ from fixture_server import FixtureServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from reference import SEED_SAMPLE, TGI_REAL, buckets_from_text, histogram_quantile
 
+from tgi_collector import convert
 from tgi_collector.client import CollectorClient
+from tgi_collector.errors import ScrapeErrorKind
 from tgi_collector.scraper import Scraper
 from tgi_collector.server import CollectorServer, ServerConfig
-from tgi_collector.snapshot import Snapshot
+from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
 from tgi_collector.targets import ScrapeOptions, Target
 from tgi_collector.v1 import collector_pb2, collector_pb2_grpc, snapshot_pb2
 
@@ -237,3 +240,22 @@ async def test_listen_on_a_taken_port_fails_clearly(server: CollectorServer) -> 
     with pytest.raises(OSError, match="cannot listen"):
         await other.start()
     await other.stop(0)
+
+
+@pytest.mark.parametrize("kind", list(ScrapeErrorKind))
+def test_every_error_kind_has_its_own_wire_value(kind: ScrapeErrorKind) -> None:
+    down = Snapshot(
+        instance_id="tgi-a",
+        endpoint="http://127.0.0.1:9/metrics",
+        timestamp=datetime.now(UTC),
+        up=False,
+        stats=ScrapeStats(0.0, 0, 0),
+        error=ScrapeFailure(kind, "why"),
+    )
+    wire = convert.snapshot_to_proto(down).error.kind
+    assert snapshot_pb2.ErrorKind.Name(wire) == "ERROR_KIND_" + kind.value.upper()
+
+
+def test_the_proto_has_no_error_kind_the_collector_never_sends() -> None:
+    sent = {"ERROR_KIND_" + kind.value.upper() for kind in ScrapeErrorKind}
+    assert set(snapshot_pb2.ErrorKind.keys()) - sent == {"ERROR_KIND_UNSPECIFIED"}

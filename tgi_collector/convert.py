@@ -56,6 +56,7 @@ _ERROR_KINDS: Mapping[ScrapeErrorKind, snapshot_pb2.ErrorKind] = {
     ScrapeErrorKind.TOO_MANY_SAMPLES: snapshot_pb2.ERROR_KIND_TOO_MANY_SAMPLES,
     ScrapeErrorKind.PARSE: snapshot_pb2.ERROR_KIND_PARSE,
     ScrapeErrorKind.PROTOCOL: snapshot_pb2.ERROR_KIND_PROTOCOL,
+    ScrapeErrorKind.DENIED: snapshot_pb2.ERROR_KIND_DENIED,
 }
 
 _METRIC_TYPES: Mapping[MetricType, snapshot_pb2.MetricType] = {

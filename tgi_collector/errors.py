@@ -98,6 +98,7 @@ class ScrapeErrorKind(enum.Enum):
     TOO_MANY_SAMPLES = "too_many_samples"
     PARSE = "parse"
     PROTOCOL = "protocol"
+    DENIED = "denied"
 
 
 class ScrapeError(CollectorError):

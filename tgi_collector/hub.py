@@ -213,8 +213,8 @@ class _Loop:
             snapshot = await self._scraper.scrape(target, self._scrape_options, keep_caches=True)
         except TargetDeniedError:
             # The server checked the target at subscribe time: its address changed since. A
-            # stream must not go silent about a target, so it reports it down, like a host
-            # that cannot be connected to, with the policy's generic message.
+            # stream must not go silent about a target, so it reports it down, with its own
+            # error kind and the policy's generic message.
             if not self._denied:
                 logger.warning("%s is now refused by the scrape policy", target.url)
             self._denied = True
@@ -224,7 +224,7 @@ class _Loop:
                 timestamp=datetime.now(UTC),
                 up=False,
                 stats=ScrapeStats(0.0, 0, 0),
-                error=ScrapeFailure(ScrapeErrorKind.CONNECT, DENIED_MESSAGE),
+                error=ScrapeFailure(ScrapeErrorKind.DENIED, DENIED_MESSAGE),
             )
         except Exception:
             logger.exception("scraping %s failed unexpectedly", target.url)

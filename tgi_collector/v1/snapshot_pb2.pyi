@@ -27,6 +27,7 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_TOO_MANY_SAMPLES: _ClassVar[ErrorKind]
     ERROR_KIND_PARSE: _ClassVar[ErrorKind]
     ERROR_KIND_PROTOCOL: _ClassVar[ErrorKind]
+    ERROR_KIND_DENIED: _ClassVar[ErrorKind]
 
 class MetricType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -47,6 +48,7 @@ ERROR_KIND_BODY_TOO_LARGE: ErrorKind
 ERROR_KIND_TOO_MANY_SAMPLES: ErrorKind
 ERROR_KIND_PARSE: ErrorKind
 ERROR_KIND_PROTOCOL: ErrorKind
+ERROR_KIND_DENIED: ErrorKind
 METRIC_TYPE_UNSPECIFIED: MetricType
 METRIC_TYPE_COUNTER: MetricType
 METRIC_TYPE_GAUGE: MetricType
