@@ -32,7 +32,9 @@ _RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", None, None)._
     "taskName",
 }
 
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+")
+# A credential after "Bearer": 12 or more token characters, so that prose such as "no bearer
+# tokens required" stays readable.
+_BEARER = re.compile(r"(?i)\b(bearer\s+)(?=[\w.~+/=-]{12,})[^\s\"',;]+")
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@")
 
 
