@@ -512,7 +512,7 @@ def test_cache_is_bounded(tgi: Exposition) -> None:
 
 
 def test_objects_equal_normally_constructed_ones() -> None:
-    # The parser builds these without __init__ (see exposition._twin): they must be ordinary.
+    # The parser builds these without __init__ (see _exposition_entries): they must be ordinary.
     parser = Parser()
     text = '# TYPE h histogram\nh_bucket{le="1"} 2\n# TYPE s summary\ns{quantile="0.5"} 4\n'
     parser.parse(text.replace(" 2\n", " 7\n").replace(" 4\n", " 8\n"))

@@ -26,7 +26,8 @@ from fixture_server import FixtureServer
 from polling import wait_until
 
 import tgi_collector._http
-from tgi_collector._http import _PAUSE_AT, MAX_IDLE_PER_KEY, HttpClient
+from tgi_collector._http import MAX_IDLE_PER_KEY, HttpClient
+from tgi_collector._http_connection import _PAUSE_AT
 from tgi_collector.errors import ScrapeError, ScrapeErrorKind
 
 BOUND = 5.0  # seconds any single exchange of these tests may take

@@ -20,6 +20,9 @@ connection as the request went out: safe for a GET).
 
 Failures raise :class:`~tgi_collector.errors.ScrapeError`: ``CONNECT`` (refused, unreachable,
 no address, TLS handshake) or ``PROTOCOL`` (reset, closed early, bytes that are not HTTP).
+
+This module holds the client API and the pool of idle connections; one connection's protocol
+and flow control is :class:`~tgi_collector._http_connection.Connection`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlsplit
 
-from tgi_collector._http11 import ProtocolViolation, ResponseHead, ResponseParser, request
+from tgi_collector._http11 import ProtocolViolation, ResponseHead, request
+from tgi_collector._http_connection import Connection
 from tgi_collector.errors import ScrapeError, ScrapeErrorKind
 from tgi_collector.targets import port_of
 
@@ -41,8 +45,6 @@ __all__ = ["KEEPALIVE_SECONDS", "MAX_IDLE_PER_KEY", "HttpClient", "Response"]
 
 MAX_IDLE_PER_KEY: Final = 2
 KEEPALIVE_SECONDS: Final = 90.0
-# Body bytes buffered while nobody reads them (between the head and the caller's read).
-_PAUSE_AT: Final = 1024 * 1024
 # Characters kept as they are in a request target; everything else is percent-encoded.
 _SAFE_IN_TARGET: Final = "/%:@!$&'()*+,;=-._~?"
 
@@ -65,141 +67,12 @@ class _Origin:
         return (self.scheme, self.host, self.port, address)
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection carrying one exchange at a time."""
-
-    def __init__(self, shown: str) -> None:
-        self.shown = shown  # host:port, for messages
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._parser = ResponseParser()
-        self._active = False  # an exchange is in progress
-        self._waiter: asyncio.Future[None] | None = None
-        self._sink: Callable[[bytes], None] | None = None
-        self._error: BaseException | None = None
-        self._paused = False
-
-    # -- asyncio.Protocol --------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        if not self._active:  # bytes nobody asked for: the connection cannot be trusted
-            self.close()
-            return
-        try:
-            self._parser.feed(data)
-            self._deliver()
-        except (ProtocolViolation, ScrapeError) as exc:
-            self._fail(exc)
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        if self._active:
-            try:
-                self._parser.feed_eof()
-                self._deliver()
-            except (ProtocolViolation, ScrapeError) as exc:
-                self._fail(exc)
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._active and not self._parser.done:
-            self._fail(exc or ProtocolViolation("connection closed before the end of the response"))
-
-    # -- used by HttpClient ------------------------------------------------------------------
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    @property
-    def answered(self) -> bool:
-        """Whether any byte of the current response arrived."""
-        return self._parser.head is not None or self._parser.started
-
-    @property
-    def reusable(self) -> bool:
-        return self._parser.done and self._parser.reusable and not self.closed
-
-    @property
-    def head(self) -> ResponseHead:
-        assert self._parser.head is not None
-        return self._parser.head
-
-    async def send(self, data: bytes) -> None:
-        """Start an exchange: send a request and wait for its response head."""
-        assert self.transport is not None
-        self._parser = ResponseParser()
-        self._active, self._sink, self._error = True, None, None
-        self.transport.write(data)
-        await self._until(lambda: self._parser.head is not None)
-
-    async def read_body(self, sink: Callable[[bytes], None]) -> None:
-        """Hand every body byte to ``sink`` (which may raise ScrapeError to stop)."""
-        self._sink = sink
-        try:
-            self._deliver()
-        except ScrapeError as exc:
-            self._fail(exc)
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
-        await self._until(lambda: self._parser.done)
-
-    def finish(self) -> None:
-        """End the exchange (stray bytes from now on close the connection)."""
-        self._active, self._sink = False, None
-        if self._paused and self.transport is not None:
-            # Paused for a body nobody read: an idle connection must still see stray bytes and
-            # its next response.
-            self._paused = False
-            self.transport.resume_reading()
-
-    async def _until(self, condition: Callable[[], bool]) -> None:
-        while self._error is None and not condition():
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self._error is not None:
-            raise self._error
-
-    def _deliver(self) -> None:
-        """Pass received body bytes on (or hold them, pausing the socket past a limit)."""
-        parser = self._parser
-        if self._sink is not None:
-            for chunk in parser.take_body():
-                self._sink(chunk)
-        elif parser.buffered > _PAUSE_AT and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        if parser.head is not None:
-            self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-        self.close()
-        self._wake()
-
-
 @dataclass(frozen=True, slots=True)
 class Response:
     """A response whose head has arrived; read the body with :meth:`read`."""
 
     head: ResponseHead
-    _connection: _Connection
+    _connection: Connection
 
     @property
     def status(self) -> int:
@@ -221,7 +94,7 @@ class Response:
             raise _protocol_error(exc, self._connection) from exc
 
 
-def _protocol_error(exc: BaseException, connection: _Connection) -> ScrapeError:
+def _protocol_error(exc: BaseException, connection: Connection) -> ScrapeError:
     where = connection.shown
     if isinstance(exc, ConnectionResetError):
         return ScrapeError(ScrapeErrorKind.PROTOCOL, f"connection reset by {where}")
@@ -284,8 +157,8 @@ class HttpClient:
     ) -> None:
         self._max_keys = max_keys
         self._ssl = ssl_context
-        self._idle: collections.OrderedDict[_Key, list[_Connection]] = collections.OrderedDict()
-        self._active: set[_Connection] = set()
+        self._idle: collections.OrderedDict[_Key, list[Connection]] = collections.OrderedDict()
+        self._active: set[Connection] = set()
 
     @property
     def idle_connections(self) -> int:
@@ -330,7 +203,7 @@ class HttpClient:
 
     async def _exchange(
         self, origin: _Origin, addresses: list[str], data: bytes
-    ) -> tuple[_Connection, _Key]:
+    ) -> tuple[Connection, _Key]:
         """Send the request on an idle connection (retried once if stale) or a new one."""
         retried = False
         while True:
@@ -355,7 +228,7 @@ class HttpClient:
                 raise
             return connection, key
 
-    async def _connect(self, origin: _Origin, addresses: list[str]) -> tuple[_Connection, _Key]:
+    async def _connect(self, origin: _Origin, addresses: list[str]) -> tuple[Connection, _Key]:
         loop = asyncio.get_running_loop()
         context = None
         if origin.scheme == "https":
@@ -367,7 +240,7 @@ class HttpClient:
         for address in addresses:
             try:
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(shown),
+                    lambda: Connection(shown),
                     host=address,
                     port=origin.port,
                     ssl=context,
@@ -385,7 +258,7 @@ class HttpClient:
             # reference cycle per failed connect that only the cyclic GC could free.
             error = None
 
-    def _take_idle(self, origin: _Origin, addresses: list[str]) -> tuple[_Connection, _Key] | None:
+    def _take_idle(self, origin: _Origin, addresses: list[str]) -> tuple[Connection, _Key] | None:
         now = asyncio.get_running_loop().time()
         for address in addresses:
             key = origin.key(address)
@@ -405,7 +278,7 @@ class HttpClient:
                 return connection, key
         return None
 
-    def _put_idle(self, key: _Key, connection: _Connection) -> None:
+    def _put_idle(self, key: _Key, connection: Connection) -> None:
         connection.idle_since = asyncio.get_running_loop().time()
         connections = self._idle.get(key)
         if connections is None:

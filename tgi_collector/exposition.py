@@ -40,19 +40,34 @@ Malformed input raises :class:`~tgi_collector.errors.ExpositionError` naming the
 more than ``max_samples`` samples raise :class:`~tgi_collector.errors.SampleLimitError` once the
 whole text is parsed (a malformed line wins, as in Prometheus, which parses on to count).
 Nothing else is raised, whatever the input.
+
+This module holds the parse loop and its caches; the record of one parsed sample line is in
+:mod:`tgi_collector._exposition_entries`, the building of families in
+:mod:`tgi_collector._exposition_families`, the careful syntax of odd lines in
+:mod:`tgi_collector._textformat`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import fields
+from collections.abc import Iterator
 from itertools import chain
-from operator import attrgetter, is_, itemgetter, methodcaller
-from typing import Any, Final, cast
+from operator import is_, methodcaller
+from typing import Any, Final
 
+from tgi_collector._exposition_entries import (
+    LE,
+    NO_SAMPLE,
+    BucketTwin,
+    Entry,
+    QuantileTwin,
+    SampleTwin,
+    guess_group,
+    make_entry,
+    new,
+)
+from tgi_collector._exposition_families import Family, build
 from tgi_collector._textformat import (
     Malformed,
     is_plain,
@@ -63,17 +78,7 @@ from tgi_collector._textformat import (
     value_and_timestamp,
 )
 from tgi_collector.errors import ExpositionError, SampleLimitError
-from tgi_collector.metrics import (
-    Bucket,
-    Exposition,
-    HistogramSeries,
-    Labels,
-    MetricFamily,
-    MetricType,
-    Quantile,
-    Sample,
-    SummarySeries,
-)
+from tgi_collector.metrics import Bucket, Exposition, Labels, MetricFamily, Quantile, Sample
 
 __all__ = ["Parser", "parse"]
 
@@ -84,100 +89,6 @@ _PAIR: Final = rf'{_NAME_PATTERN}="[^"\\]*"'
 # The usual series text, name{a="x",b="y"} without escapes or blanks: the fast path.
 _SIMPLE_SERIES: Final = re.compile(rf"({_NAME_PATTERN})(?:\{{((?:{_PAIR}(?:,{_PAIR})*,?)?)\}})?")
 _UNSEEN: Final = (False, "", None)  # a HELP/TYPE line not in the meta cache
-_LE: Final = "le"
-_QUANTILE: Final = "quantile"
-
-_GroupInfo = tuple[str, Labels, Labels, float | None]  # label, labels without it, key, bound
-_Entry = tuple[str, Labels, str | None, Sample, _GroupInfo | None, Bucket | Quantile | None]
-"""name, labels, value text, sample, group info, bucket/quantile: one parsed sample line."""
-_NO_SAMPLE: Final = Sample("", (), math.nan)  # in a cached series not given a value yet
-_sample_of: Final = cast(Callable[[_Entry], Sample], itemgetter(3))
-_bound_of: Final = attrgetter("upper_bound")
-_quantile_of: Final = attrgetter("quantile")
-
-
-def _twin(cls: type) -> Any:
-    """An unfrozen class with the slots of the frozen dataclass ``cls``."""
-    return type(f"_{cls.__name__}Twin", (), {"__slots__": [f.name for f in fields(cls)]})
-
-
-# Frozen dataclasses are slow to build: __init__ goes through object.__setattr__, about a
-# microsecond per object here, more than all the rest of a cached line. Plain attribute stores
-# on an unfrozen twin with the same slots are 3-4x faster; then the class is swapped, which
-# CPython allows between classes of one slot layout. The result is an ordinary instance
-# (tests check it equals one built by __init__).
-_new: Final = object.__new__
-_SampleTwin: Final = _twin(Sample)
-_BucketTwin: Final = _twin(Bucket)
-_QuantileTwin: Final = _twin(Quantile)
-
-
-def _item(group: _GroupInfo | None, value: float) -> Bucket | Quantile | None:
-    """The bucket or quantile of a grouped sample's value, if its bound is a number."""
-    if group is None or group[3] is None:
-        return None
-    if group[0] == _LE:
-        bucket = _new(_BucketTwin)
-        bucket.upper_bound, bucket.cumulative_count = group[3], value
-        bucket.__class__ = Bucket
-        return cast(Bucket, bucket)
-    quantile = _new(_QuantileTwin)
-    quantile.quantile, quantile.value = group[3], value
-    quantile.__class__ = Quantile
-    return cast(Quantile, quantile)
-
-
-def _entry(
-    name: str,
-    labels: Labels,
-    vtext: str,
-    value: float,
-    group: _GroupInfo | None,
-    *,
-    ts: int | None = None,
-) -> _Entry:
-    """A parsed sample line (see ``_Entry``)."""
-    sample = _new(_SampleTwin)
-    sample.name, sample.labels, sample.value, sample.timestamp_ms = name, labels, value, ts
-    sample.__class__ = Sample
-    return (name, labels, vtext, sample, group, _item(group, value))
-
-
-def _group_info(labels: Labels, label: str, keys: dict[Labels, Labels]) -> _GroupInfo:
-    """Split off ``le``/``quantile`` once per series, as metrics.group_histograms does.
-
-    ``keys`` interns the grouping keys, so that the buckets of one series share one key object.
-    """
-    raw: str | None
-    if labels and labels[-1][0] == label:  # TGI puts ``le`` last, prometheus_client first
-        rest, raw = labels[:-1], labels[-1][1]
-    elif labels and labels[0][0] == label:
-        rest, raw = labels[1:], labels[0][1]
-    else:
-        rest = tuple(pair for pair in labels if pair[0] != label)
-        raw = next((value for name, value in labels if name == label), None)
-    if rest:
-        key = rest if len(rest) < 2 else tuple(sorted(rest))
-        key = keys.setdefault(key, key)
-    else:
-        key = rest
-    try:
-        bound = None if raw is None else float(raw)
-    except ValueError:  # not a number: the bucket cannot be placed
-        bound = None
-    if bound is not None and math.isnan(bound):  # cannot be placed either
-        bound = None
-    return (label, rest, key, bound)
-
-
-def _guess_group(name: str, labels: Labels, keys: dict[Labels, Labels]) -> _GroupInfo | None:
-    """Group info for a series that looks like a bucket or a quantile, else None."""
-    for label, _ in labels:
-        if label == _LE and name[-7:] == "_bucket":
-            return _group_info(labels, _LE, keys)
-        if label == _QUANTILE:
-            return _group_info(labels, _QUANTILE, keys)
-    return None
 
 
 # Lines are split a slice of the text at a time: a body of millions of short lines must not
@@ -205,80 +116,6 @@ def _pieces(text: str) -> Iterator[str]:
         start = cut + 1
 
 
-class _Family:
-    """A family while it is being parsed."""
-
-    __slots__ = ("allowed", "bad_type", "entries", "help", "name", "type")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.type = MetricType.UNTYPED
-        self.help: str | None = None
-        self.entries: list[_Entry] = []
-        self.allowed = frozenset((name,))
-        self.bad_type: tuple[str, int, str] | None = None  # type, line number, line
-
-    def set_type(self, kind: MetricType | str, lineno: int, line: str) -> None:
-        # prometheus_client checks a type only when it builds the family, so a later TYPE
-        # line may mend an unknown one; an unknown last type is an error after the parse.
-        self.bad_type = (kind, lineno, line) if isinstance(kind, str) else None
-        kind = MetricType.UNTYPED if isinstance(kind, str) else kind
-        self.type = kind
-        name = self.name
-        if kind is MetricType.HISTOGRAM:
-            self.allowed = frozenset((name + "_bucket", name + "_count", name + "_sum"))
-        elif kind is MetricType.SUMMARY:
-            self.allowed = frozenset((name, name + "_count", name + "_sum"))
-        else:
-            self.allowed = frozenset((name,))
-
-
-class _Series:
-    """One label set of a histogram or summary family while it is grouped."""
-
-    __slots__ = ("count", "items", "labels", "sum")
-
-    def __init__(self, labels: Labels) -> None:
-        self.labels = labels
-        self.items: list[Any] = []
-        self.count: float | None = None
-        self.sum: float | None = None
-
-
-def _group(family: _Family, label: str, items_name: str) -> list[_Series]:
-    """Group a histogram (``le`` on ``F_bucket``) or summary (``quantile`` on ``F``) family."""
-    count_name, sum_name = family.name + "_count", family.name + "_sum"
-    groups: dict[Labels, _Series] = {}
-    last_key: Labels | None = None
-    append: Callable[[Any], None] = list.append.__get__([])
-    for entry in family.entries:
-        name = entry[0]
-        if name == items_name:
-            info, item = entry[4], entry[5]
-            if info is None or info[0] != label:  # unusual label mix: not precomputed
-                info = _group_info(entry[1], label, {})
-                item = _item(info, entry[3].value)
-            if info[2] is not last_key:  # buckets of one series come in a row, sharing a key
-                last_key = info[2]
-                series = groups.get(last_key)
-                if series is None:
-                    series = groups[last_key] = _Series(info[1])
-                append = series.items.append
-            if item is not None:
-                append(item)
-        elif name == count_name or name == sum_name:  # noqa: PLR1714, SIM109 (faster)
-            labels = entry[1]
-            key = labels if len(labels) < 2 else tuple(sorted(labels))
-            other = groups.get(key)
-            if other is None:
-                other = groups[key] = _Series(labels)
-            if name == count_name:
-                other.count = entry[3].value
-            else:
-                other.sum = entry[3].value
-    return list(groups.values())
-
-
 class Parser:
     """A text-format parser for one target, with a bounded cache of the series it has seen.
 
@@ -291,7 +128,7 @@ class Parser:
         if cache_size < 0:
             raise ValueError(f"cache_size must be >= 0, not {cache_size}")
         self._cache_size = cache_size
-        self._cache: dict[str, _Entry] = {}
+        self._cache: dict[str, Entry] = {}
         self._meta: dict[str, tuple[bool, str, Any] | None] = {}
         self._keys: dict[Labels, Labels] = {}
         self._numbers: dict[str, float] = {}  # value text -> value: values repeat a lot
@@ -300,7 +137,7 @@ class Parser:
         # callers (views, windows, encoders) skip unchanged work by identity.
         self._last: tuple[str, Exposition, int] | None = None
         self._caching = True  # False once a parse is over its sample limit
-        self._built: dict[str, tuple[_Family, MetricFamily]] = {}
+        self._built: dict[str, tuple[Family, MetricFamily]] = {}
 
     def parse(self, text: str, *, max_samples: int | None = None) -> Exposition:
         """Parse one exposition; raises ExpositionError or SampleLimitError only.
@@ -320,8 +157,8 @@ class Parser:
     def _parse(self, text: str, max_samples: int | None) -> tuple[Exposition, int]:
         cache, numbers = self._cache, self._numbers
         get = cache.get
-        families: dict[str, _Family] = {}
-        entries: list[_Entry] = []
+        families: dict[str, Family] = {}
+        entries: list[Entry] = []
         allowed: frozenset[str] = frozenset()
         lineno, line = 0, ""
         count, limit = 0, max_samples if max_samples is not None else sys.maxsize
@@ -345,20 +182,20 @@ class Parser:
                         entry = self._careful(line.strip(), "", vtext)
                     elif count >= limit:  # over the limit: checked, nothing built (see below)
                         pass
-                    else:  # _entry and _item inlined: the hot path of a busy target
-                        sample = _new(_SampleTwin)
+                    else:  # make_entry and item_of inlined: the hot path of a busy target
+                        sample = new(SampleTwin)
                         sample.name, sample.labels = entry[0], entry[1]
                         sample.value, sample.timestamp_ms = value, None
                         sample.__class__ = Sample
                         group = entry[4]
                         if group is None or group[3] is None:
                             item = None
-                        elif group[0] == _LE:
-                            item = _new(_BucketTwin)
+                        elif group[0] == LE:
+                            item = new(BucketTwin)
                             item.upper_bound, item.cumulative_count = group[3], value
                             item.__class__ = Bucket
                         else:
-                            item = _new(_QuantileTwin)
+                            item = new(QuantileTwin)
                             item.quantile, item.value = group[3], value
                             item.__class__ = Quantile
                         entry = (entry[0], entry[1], vtext, sample, group, item)
@@ -375,7 +212,7 @@ class Parser:
                 else:
                     family = families.get(entry[0])
                     if family is None:
-                        family = families[entry[0]] = _Family(entry[0])
+                        family = families[entry[0]] = Family(entry[0])
                     entries, allowed = family.entries, frozenset((entry[0],))
                     entries.append(entry)
         except Malformed as exc:
@@ -394,7 +231,7 @@ class Parser:
             raise SampleLimitError(limit)
         return Exposition(tuple(map(self._reuse_or_build, families.values()))), count
 
-    def _reuse_or_build(self, family: _Family) -> MetricFamily:
+    def _reuse_or_build(self, family: Family) -> MetricFamily:
         """The previous parse's family if nothing in it changed, else a newly built one.
 
         Unchanged lines give back the very same cached entry objects, so "nothing changed" is
@@ -412,14 +249,14 @@ class Parser:
             ):
                 built[family.name] = (family, result)
                 return result
-        result = _build(family)
+        result = build(family)
         if self._cache_size:
             if len(built) >= self._cache_size:
                 built.clear()
             built[family.name] = (family, result)
         return result
 
-    def _identify(self, line: str, key: str, vtext: str) -> _Entry | None:
+    def _identify(self, line: str, key: str, vtext: str) -> Entry | None:
         """Parse a line the cache could not answer; None for a blank or comment line.
 
         A ``series value`` line (one space before a lone value, so ``key`` is the series) is
@@ -449,20 +286,20 @@ class Parser:
             return None
         return self._careful(stripped, key, vtext)
 
-    def _careful(self, stripped: str, key: str, vtext: str) -> _Entry:
+    def _careful(self, stripped: str, key: str, vtext: str) -> Entry:
         """The careful path, for a stripped sample line."""
         name, labels, rest = parse_series(stripped)
         value, ts, tokens = value_and_timestamp(rest)
         if ts is None and tokens == 1 and self._is_series(key, name, labels):
             return self._remember(key, name, labels)
-        return _entry(name, labels, vtext, value, _guess_group(name, labels, self._keys), ts=ts)
+        return make_entry(name, labels, vtext, value, guess_group(name, labels, self._keys), ts=ts)
 
-    def _remember(self, key: str, name: str, labels: Labels) -> _Entry:
+    def _remember(self, key: str, name: str, labels: Labels) -> Entry:
         """Cache a series, with no value yet (``None`` never equals a value text)."""
         if self._cache_size and len(self._cache) >= self._cache_size:
             self._cache.clear()
             self._keys.clear()
-        entry = (name, labels, None, _NO_SAMPLE, _guess_group(name, labels, self._keys), None)
+        entry = (name, labels, None, NO_SAMPLE, guess_group(name, labels, self._keys), None)
         if self._caching:
             self._cache[key] = entry
         return entry
@@ -488,7 +325,7 @@ class Parser:
             return False
         return not after.strip() and (name2, labels2) == (name, labels)
 
-    def _metadata(self, line: str, lineno: int, families: dict[str, _Family]) -> _Family | None:
+    def _metadata(self, line: str, lineno: int, families: dict[str, Family]) -> Family | None:
         """The family a HELP/TYPE line opens (and updates), None for other comment lines."""
         meta = self._meta.get(line, _UNSEEN)
         if meta is _UNSEEN:
@@ -501,29 +338,12 @@ class Parser:
             return None
         family = families.get(meta[1])
         if family is None:
-            family = families[meta[1]] = _Family(meta[1])
+            family = families[meta[1]] = Family(meta[1])
         if meta[0]:
             family.set_type(meta[2], lineno, line)
         else:
             family.help = meta[2]
         return family
-
-
-def _build(family: _Family) -> MetricFamily:
-    histograms: tuple[HistogramSeries, ...] = ()
-    summaries: tuple[SummarySeries, ...] = ()
-    if family.type is MetricType.HISTOGRAM:
-        histograms = tuple(
-            HistogramSeries(s.labels, tuple(sorted(s.items, key=_bound_of)), s.count, s.sum)
-            for s in _group(family, _LE, family.name + "_bucket")
-        )
-    elif family.type is MetricType.SUMMARY:
-        summaries = tuple(
-            SummarySeries(s.labels, tuple(sorted(s.items, key=_quantile_of)), s.count, s.sum)
-            for s in _group(family, _QUANTILE, family.name)
-        )
-    samples = tuple(map(_sample_of, family.entries))
-    return MetricFamily(family.name, family.type, family.help, samples, histograms, summaries)
 
 
 def parse(text: str, *, max_samples: int | None = None) -> Exposition:
