@@ -119,7 +119,7 @@ async def test_scraping_a_down_target_leaves_no_reference_cycles(unused_port: in
 async def test_an_ended_scrape_loop_leaves_no_reference_cycle(
     fixture_server: FixtureServer,
 ) -> None:
-    """Found by the soak: an ended loop stayed in a cycle (Task -> coroutine -> _Loop -> task)
+    """Found by the soak: an ended loop stayed in a cycle (Task -> coroutine -> Loop -> task)
     with its last tick and previous exposition, freed only by the cyclic GC."""
     fixture_server.route("/metrics", body=TGI_REAL)
     scraper = Scraper()
@@ -150,7 +150,7 @@ async def test_an_ended_scrape_loop_leaves_no_reference_cycle(
     finally:
         await hub.aclose()
         await scraper.aclose()
-    assert not kinds["_Loop"], f"5 ended loops left {found} objects in cycles: {kinds}"
+    assert not kinds["Loop"], f"5 ended loops left {found} objects in cycles: {kinds}"
 
 
 STALL_TIMEOUT = 3.0

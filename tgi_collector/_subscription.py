@@ -27,7 +27,7 @@ from tgi_collector.targets import Target
 
 __all__ = ["Event", "EventKind", "Subscription"]
 
-# One logger for the whole Watch engine, whichever of its two modules speaks.
+# One logger for the whole Watch engine, whichever of its modules speaks.
 logger = logging.getLogger("tgi_collector.hub")
 
 
@@ -59,7 +59,7 @@ class _Tick:
     """One scrape of one loop, encoded once and shared by every subscriber of the loop.
 
     ``version`` identifies the tick's content for ``suppress_unchanged``: equal versions mean
-    equal content (see :meth:`tgi_collector.hub._Loop._content_version`). ``initial`` marks a
+    equal content (see :meth:`tgi_collector._loop.Loop._content_version`). ``initial`` marks a
     loop's immediate first scrape, which updates-only subscribers skip.
     """
 

@@ -38,7 +38,6 @@ without ``/info`` is not asked on every scrape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -50,6 +49,8 @@ from urllib.parse import urlsplit
 
 from tgi_collector import tgi
 from tgi_collector._http import HttpClient
+from tgi_collector._info_cache import InfoCacheMixin, InfoEntry
+from tgi_collector._parse_cache import TargetCaches
 from tgi_collector._response import BodyReader, content_encoding, decode_utf8, status_failure
 from tgi_collector._version import __version__
 from tgi_collector.errors import (
@@ -58,7 +59,6 @@ from tgi_collector.errors import (
     ScrapeError,
     ScrapeErrorKind,
 )
-from tgi_collector.exposition import Parser
 from tgi_collector.metrics import Exposition
 from tgi_collector.policy import TargetPolicy
 from tgi_collector.snapshot import ScrapeFailure, ScrapeStats, Snapshot
@@ -90,58 +90,6 @@ class _Progress:
     body_bytes: int = 0
 
 
-# Bodies of more lines (or characters) than this are parsed in a worker thread: at about a
-# microsecond per line, a 16 MiB body of short lines would otherwise hold the event loop (every
-# other scrape loop and RPC) for seconds. A real TGI body (~100 kB, ~2,500 lines) is parsed
-# inline (a few ms): a thread hop would cost more.
-_INLINE_PARSE_LINES = 20_000
-_INLINE_PARSE_CHARS = 1 << 20
-
-
-class _TargetCaches:
-    """What the scrapes of one target URL remember of each other."""
-
-    __slots__ = ("_parsing", "parser", "views")
-
-    def __init__(self) -> None:
-        self.parser = Parser()
-        self.views = tgi.ViewCache()
-        self._parsing: asyncio.Future[Exposition] | None = None
-
-    async def parse(self, text: str, max_samples: int) -> Exposition:
-        """Parse with this target's parser: inline, or in a thread for a large body.
-
-        A scrape that hits its deadline leaves a threaded parse running (a thread cannot be
-        interrupted); the parser is not thread-safe, so the next parse of the target waits for
-        it first, within its own deadline.
-        """
-        if self._parsing is not None:
-            await asyncio.wait({self._parsing})
-        if len(text) <= _INLINE_PARSE_CHARS and text.count("\n") <= _INLINE_PARSE_LINES:
-            return self.parser.parse(text, max_samples=max_samples)
-        future = asyncio.ensure_future(
-            asyncio.to_thread(self.parser.parse, text, max_samples=max_samples)
-        )
-        self._parsing = future
-        future.add_done_callback(self._parsed)
-        # shield: a deadline cancels the scrape, not the parse the parser is busy with.
-        return await asyncio.shield(future)
-
-    def _parsed(self, future: asyncio.Future[Exposition]) -> None:
-        if self._parsing is future:
-            self._parsing = None
-        if not future.cancelled():
-            future.exception()  # retrieved: a parse error nobody waits for is not "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class _InfoEntry:
-    """A cached ``/info`` outcome; ``model`` is the last good value (None if never good)."""
-
-    model: tgi.ModelInfo | None
-    expires_at: float
-
-
 class ScrapeRecorder(Protocol):
     """Told of the outcome of every scrape (the collector's own metrics implement it).
 
@@ -159,7 +107,7 @@ def _host_and_port(url: str) -> tuple[str, int]:
     return parts.hostname or "", port_of(parts)
 
 
-class Scraper:
+class Scraper(InfoCacheMixin):
     """Scrapes targets into snapshots; one per process, shared by every RPC.
 
     ``policy`` defaults to :class:`~tgi_collector.policy.TargetPolicy` with its defaults.
@@ -193,9 +141,9 @@ class Scraper:
         self._max_entries = max_parsers
         # Per target URL: the Parser's cache of series identities and the ViewCache's last
         # view make a scrape of an unchanged series cheap, so both are kept per target.
-        self._targets: OrderedDict[str, _TargetCaches] = OrderedDict()
+        self._targets: OrderedDict[str, TargetCaches] = OrderedDict()
         # Per base URL (scheme://host:port): /info belongs to the server, not to the path.
-        self._info: OrderedDict[str, _InfoEntry] = OrderedDict()
+        self._info: OrderedDict[str, InfoEntry] = OrderedDict()
         self._info_tasks: dict[str, asyncio.Task[None]] = {}
         self.recorder = recorder
         # Target URLs whose last scrape failed -> consecutive failures (LRU, max_parsers).
@@ -338,7 +286,7 @@ class Scraper:
         addresses: list[str],
         options: ScrapeOptions,
         progress: _Progress,
-        caches: _TargetCaches,
+        caches: TargetCaches,
     ) -> Exposition:
         headers = [
             ("Accept", METRICS_ACCEPT),
@@ -359,12 +307,12 @@ class Scraper:
         """Drop the caches kept for ``url`` (its scrape loop ended)."""
         self._targets.pop(url, None)
 
-    def _caches(self, url: str, *, keep: bool) -> _TargetCaches:
+    def _caches(self, url: str, *, keep: bool) -> TargetCaches:
         caches = self._targets.get(url)
         if caches is not None:
             self._targets.move_to_end(url)
             return caches
-        caches = _TargetCaches()
+        caches = TargetCaches()
         if keep:
             self._targets[url] = caches
             while len(self._targets) > self._max_entries:
@@ -400,66 +348,8 @@ class Scraper:
 
     # -- /info -------------------------------------------------------------------------------
 
-    def _cached_model(self, target: Target) -> tgi.ModelInfo | None:
-        entry = self._info.get(target.base_url)
-        return entry.model if entry is not None else None
-
-    def _refresh_info_if_stale(
-        self, target: Target, addresses: list[str], deadline: float
-    ) -> asyncio.Task[None] | None:
-        """Start (or join) a refresh of ``/info`` if the cache is stale; the task to wait for.
-
-        Returns a task only on first contact (nothing cached yet, not even a failure): that
-        scrape waits for the model. Otherwise the refresh, if any, runs in the background.
-        """
-        key = target.base_url
-        entry = self._info.get(key)
-        now = asyncio.get_running_loop().time()
-        if entry is not None and now < entry.expires_at:
-            self._info.move_to_end(key)
-            return None
-        task = self._info_tasks.get(key)
-        if task is None:
-            task = asyncio.create_task(
-                self._refresh_info(key, addresses, deadline), name=f"tgi-collector /info {key}"
-            )
-            self._info_tasks[key] = task
-            task.add_done_callback(lambda done: self._forget_task(key, done))
-        return task if entry is None else None
-
-    def _forget_task(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._info_tasks.get(key) is task:
-            del self._info_tasks[key]
-
-    async def _wait_first_info(self, task: asyncio.Task[None], deadline: float) -> None:
-        # shield: the refresh may be shared with other scrapes; leaving early must not cancel it.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await asyncio.shield(task)
-
-    async def _refresh_info(self, key: str, addresses: list[str], deadline: float) -> None:
-        """Fetch ``{key}/info`` into the cache. Never raises: /info is optional."""
-        loop = asyncio.get_running_loop()
-        previous = self._info.get(key)
-        try:
-            async with asyncio.timeout_at(deadline):
-                model = await self._fetch_info(key, addresses)
-        except (ScrapeError, TimeoutError) as exc:
-            logger.debug("GET %s/info failed: %s", key, exc)
-            model = None
-        except Exception:
-            # A bug in reading the document must not fail scrapes; it must be visible, though.
-            logger.exception("reading %s/info failed", key)
-            model = None
-        if model is None:
-            kept = previous.model if previous is not None else None
-            entry = _InfoEntry(kept, loop.time() + self._info_retry)
-        else:
-            entry = _InfoEntry(model, loop.time() + self._info_ttl)
-        self._info[key] = entry
-        self._info.move_to_end(key)
-        while len(self._info) > self._max_entries:
-            self._info.popitem(last=False)
+    # The GET is here, with the scraper's other requests; the cache and its background
+    # refreshes are InfoCacheMixin's (tgi_collector._info_cache).
 
     async def _fetch_info(self, base_url: str, addresses: list[str]) -> tgi.ModelInfo | None:
         body = await self._get(

@@ -1,8 +1,9 @@
 """The gRPC server: ``CollectorService`` on ``grpc.aio``, with health and reflection.
 
-Only this module, :mod:`tgi_collector.auth` (the token interceptor, TLS credentials),
-:mod:`tgi_collector.selfmetrics` (the RPC counting interceptor) and the client import ``grpc``.
-Domain errors become status codes here, once:
+Only this module (with its handlers, :mod:`tgi_collector._servicer`), :mod:`tgi_collector.auth`
+(the token interceptor, TLS credentials), :mod:`tgi_collector.selfmetrics` (the RPC counting
+interceptor) and the client import ``grpc``. Domain errors become status codes in the handlers,
+once:
 
 - :class:`~tgi_collector.errors.InvalidRequestError` -> ``INVALID_ARGUMENT`` (names the field)
 - :class:`~tgi_collector.errors.TargetDeniedError` -> ``PERMISSION_DENIED`` (generic message)
@@ -29,147 +30,35 @@ import gc
 import ipaddress
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import NoReturn, TypeVar
+from collections.abc import Callable
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tgi_collector import _limits, auth, convert, selfmetrics
-from tgi_collector.errors import CapacityError, InvalidRequestError, TargetDeniedError
-from tgi_collector.hub import EventKind, Hub, Subscription
-from tgi_collector.policy import DENIED_MESSAGE, TargetPolicy
+from tgi_collector._server_config import (
+    DEFAULT_MAX_RECEIVE_BYTES,
+    DEFAULT_MAX_SEND_BYTES,
+    ServerConfig,
+)
+from tgi_collector._servicer import SERVICE_NAME, CollectorServicer, add_service
+from tgi_collector.hub import Hub
+from tgi_collector.policy import TargetPolicy
 from tgi_collector.registry import TargetRegistry
 from tgi_collector.scraper import Scraper
 from tgi_collector.v1 import collector_pb2
 
-__all__ = ["SERVICE_NAME", "CollectorServer", "ServerConfig", "serve"]
+__all__ = [
+    "DEFAULT_MAX_RECEIVE_BYTES",
+    "DEFAULT_MAX_SEND_BYTES",
+    "SERVICE_NAME",
+    "CollectorServer",
+    "ServerConfig",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
-
-SERVICE_NAME: str = collector_pb2.DESCRIPTOR.services_by_name["CollectorService"].full_name
-
-# Requests are a target and a few options: 1 MiB is generous and keeps hostile requests cheap.
-DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024
-# A snapshot with raw metrics of a real TGI is ~150 kB; huge label sets can be far larger.
-DEFAULT_MAX_SEND_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """How the server listens, what it allows, and how it shuts down."""
-
-    listen: str = "127.0.0.1:50051"
-    grace_seconds: float = 5.0
-    # host:port of the collector's own Prometheus metrics (HTTP); None: not served.
-    metrics_listen: str | None = None
-    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
-    max_send_bytes: int = DEFAULT_MAX_SEND_BYTES
-    # -- scrape policy (tgi_collector.policy) --
-    allow_link_local: bool = False
-    allow_cloud_metadata: bool = False
-    # CIDRs; when any allow list is set, a target must match one of them. Deny wins.
-    allow_networks: tuple[str, ...] = ()
-    deny_networks: tuple[str, ...] = ()
-    # Host names as in the URL: exact ("tgi-0.internal") or a suffix pattern ("*.internal").
-    allow_hosts: tuple[str, ...] = ()
-    deny_hosts: tuple[str, ...] = ()
-    # (instance_id, url) pairs from the config file; callers may name them by instance id.
-    registered_targets: tuple[tuple[str, str], ...] = ()
-    # Only registered targets may be scraped.
-    registered_only: bool = False
-    # -- who may call --
-    # A file with one bearer token per line (blank lines and # comments ignored).
-    token_file: str | None = None
-    # Whether health and reflection also need a token (off: probes and grpcurl list work).
-    auth_health_and_reflection: bool = False
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    # Set: clients must present a certificate signed by this CA (mutual TLS).
-    tls_client_ca_file: str | None = None
-    # -- server limits --
-    max_concurrent_collects: int = 64
-    max_subscribers_per_peer: int = 1_000
-    max_concurrent_streams_per_connection: int = 1_000
-    # Clients may ping at most this often without data; more is a ping flood and is cut off.
-    keepalive_min_ping_interval_seconds: float = 10.0
-    # Watch: a control plane wants seconds, not minutes; below 1 s a TGI scrape is mostly cost.
-    default_watch_interval_seconds: float = 5.0
-    min_watch_interval_seconds: float = 1.0
-    max_watch_interval_seconds: float = 3600.0
-    max_targets_per_watch: int = 1_000
-    max_subscribers: int = 10_000
-    # A subscriber that takes no message for this long is ended with RESOURCE_EXHAUSTED.
-    stall_timeout_seconds: float = 30.0
-
-    @property
-    def watch_limits(self) -> convert.WatchLimits:
-        """The Watch request bounds of this configuration."""
-        return convert.WatchLimits(
-            default_interval_seconds=self.default_watch_interval_seconds,
-            min_interval_seconds=self.min_watch_interval_seconds,
-            max_interval_seconds=self.max_watch_interval_seconds,
-            max_targets=self.max_targets_per_watch,
-        )
-
-    @property
-    def tls_files(self) -> auth.TlsFiles:
-        """The TLS files of the gRPC port (none set: plaintext)."""
-        return auth.TlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
-
-    def check(self) -> None:
-        """Raise ValueError naming the first setting out of range (reads no file).
-
-        Limits must be positive (byte and stream counts at most 2**31 - 1, grpc's C ints),
-        durations positive and finite, the Watch intervals ordered min <= default <= max,
-        and TLS settings complete (a cert needs its key; a client CA needs both).
-        """
-        _limits.check_server_config(self)
-        self.tls_files.check()
-
-
-def _call_gone(what: str, exc: BaseException) -> asyncio.CancelledError:
-    """What a handler raises when its client cancelled or dropped the call: gRPC ends it
-    quietly (a debug line), as a cancelled call."""
-    logger.debug("%s failed: the call is already over (%s)", what, type(exc).__name__)
-    return asyncio.CancelledError()
-
-
-async def _abort(
-    context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str
-) -> NoReturn:
-    """``context.abort``, ending the call quietly if the status cannot be sent (a stalled
-    Watch's status waits behind buffered messages; if its client cancels, the send fails with
-    gRPC's ExecuteBatchError, which gRPC would log as an ERROR)."""
-    try:
-        await context.abort(code, details)
-    except grpc.aio.AbortError:
-        raise
-    except Exception as exc:
-        raise _call_gone(f"sending {code.name}", exc) from None
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-@contextlib.asynccontextmanager
-async def _status_codes(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    """Turn domain errors and bugs raised inside a handler into proper status codes."""
-    try:
-        yield
-    except InvalidRequestError as exc:
-        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except TargetDeniedError:
-        await _abort(context, grpc.StatusCode.PERMISSION_DENIED, DENIED_MESSAGE)
-    except CapacityError as exc:
-        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-    except grpc.aio.AbortError:
-        raise
-    except Exception:
-        logger.exception("unexpected error in handler")
-        await _abort(context, grpc.StatusCode.INTERNAL, "internal error")
-
 
 # The methods the RPC metrics name (anything else is "other": method names come from callers).
 _METHODS = selfmetrics.method_names(
@@ -177,132 +66,6 @@ _METHODS = selfmetrics.method_names(
     health_pb2.DESCRIPTOR.services_by_name["Health"],
     reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
 )
-
-_EVENT_KINDS = {
-    EventKind.SNAPSHOT: "snapshot",
-    EventKind.SYNC: "sync",
-    EventKind.HEARTBEAT: "heartbeat",
-}
-
-
-class _CollectorServicer:
-    """``CollectorService``: Collect scrapes now; Watch streams from the shared hub."""
-
-    def __init__(
-        self,
-        scraper: Scraper,
-        hub: Hub,
-        config: ServerConfig,
-        registry: TargetRegistry | None = None,
-    ) -> None:
-        self._scraper = scraper
-        self._registry = registry
-        self._hub = hub
-        self._config = config
-        self.draining = False
-        self._collects = _limits.ConcurrencyLimit(
-            config.max_concurrent_collects,
-            _limits.COLLECT_LIMIT_MESSAGE,
-            setting="max_concurrent_collects",
-        )
-        self._watchers = _limits.PerKeyLimit(
-            config.max_subscribers_per_peer, "Watch streams", setting="max_subscribers_per_peer"
-        )
-
-    async def collect(
-        self, data: bytes, context: grpc.aio.ServicerContext
-    ) -> collector_pb2.CollectResponse:
-        async with _status_codes(context):
-            request = _decode(collector_pb2.CollectRequest, data)
-            # Past the limit a call is refused at once (RESOURCE_EXHAUSTED), never queued.
-            with self._collects.hold():
-                target, options = convert.collect_request_from_proto(
-                    request, registry=self._registry
-                )
-                snapshot = await self._scraper.scrape(target, options)
-                return collector_pb2.CollectResponse(snapshot=convert.snapshot_to_proto(snapshot))
-        raise AssertionError("unreachable: _status_codes aborts")  # pragma: no cover
-
-    async def watch(self, data: bytes, context: grpc.aio.ServicerContext) -> None:
-        if self.draining:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down")
-        async with _status_codes(context):
-            request = _decode(collector_pb2.WatchRequest, data)
-            spec = convert.watch_request_from_proto(
-                request, self._config.watch_limits, registry=self._registry
-            )
-            # One slot per open stream of this client address, released when the stream ends.
-            with self._watchers.hold(_limits.peer_host(context.peer())):
-                for target in spec.targets:
-                    await self._scraper.check_target(target)
-                subscription = self._hub.subscribe(
-                    spec.targets,
-                    interval_seconds=spec.interval_seconds,
-                    options=spec.options,
-                    updates_only=spec.updates_only,
-                    suppress_unchanged=spec.suppress_unchanged,
-                    heartbeat_seconds=spec.heartbeat_seconds,
-                )
-                async with subscription:
-                    await self._stream(subscription, context)
-
-    async def _stream(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> None:
-        stall = self._config.stall_timeout_seconds
-        while (event := await subscription.next()) is not None:
-            data = convert.watch_response_bytes(
-                _EVENT_KINDS[event.kind], event.payload, event.coalesced
-            )
-            try:
-                # A write blocks while the client's flow-control window is full: a client
-                # that stops reading is found here, and only its own stream waits.
-                async with asyncio.timeout(stall):
-                    await context.write(data)
-            except TimeoutError:
-                raise CapacityError(
-                    f"subscriber read nothing for {stall:g} s; it was ended (resubscribe)"
-                ) from None
-            except Exception as exc:
-                # A client that cancels (or drops) while a write waits on its full window makes
-                # the write fail with gRPC's ExecuteBatchError, before the context knows it is
-                # cancelled: the bytes are always ours and valid, so a failing write means the
-                # call is over, not a bug.
-                raise _call_gone("a Watch write", exc) from None
-
-
-_Request = TypeVar("_Request", collector_pb2.CollectRequest, collector_pb2.WatchRequest)
-
-
-def _decode(message_type: type[_Request], data: bytes) -> _Request:
-    """Parse request bytes; bytes that are no such message are INVALID_ARGUMENT.
-
-    Done in the handler rather than by gRPC, which answers a failing deserializer with UNKNOWN
-    and the parser's internals in the message.
-    """
-    try:
-        return message_type.FromString(data)
-    except DecodeError as exc:
-        raise InvalidRequestError(
-            "request", f"is not a valid {message_type.DESCRIPTOR.name} message"
-        ) from exc
-
-
-def _add_service(server: grpc.aio.Server, servicer: _CollectorServicer) -> None:
-    # Registered by hand rather than with the generated helper: Watch writes bytes that are
-    # already serialized (one encoding per tick shared by every subscriber), so its response
-    # serializer is the identity; requests arrive as bytes and are parsed by the handlers.
-    handlers = {
-        "Collect": grpc.unary_unary_rpc_method_handler(
-            servicer.collect,
-            request_deserializer=None,
-            response_serializer=collector_pb2.CollectResponse.SerializeToString,
-        ),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            servicer.watch,
-            request_deserializer=None,
-            response_serializer=None,
-        ),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
 class CollectorServer:
@@ -351,8 +114,8 @@ class CollectorServer:
         self._server = grpc.aio.server(
             interceptors=interceptors, options=_limits.server_options(self.config)
         )
-        self._servicer = _CollectorServicer(self._scraper, self.hub, self.config, self.registry)
-        _add_service(self._server, self._servicer)
+        self._servicer = CollectorServicer(self._scraper, self.hub, self.config, self.registry)
+        add_service(self._server, self._servicer)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             [
