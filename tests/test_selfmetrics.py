@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reference import TGI_REAL
 
 from tgi_collector import __version__
+from tgi_collector._metrics_http import MAX_CONNECTIONS
 from tgi_collector.client import CollectorClient, watch_request
 from tgi_collector.errors import ScrapeErrorKind
 from tgi_collector.scraper import Scraper
@@ -383,3 +385,48 @@ async def test_a_grpc_port_in_use_leaves_no_metrics_port_behind() -> None:
             await server.start()
     assert server.metrics_port is None
     assert _metrics_threads() == []
+
+
+def _refused_unanswered(port: int) -> bool:
+    """Whether a connection to ``port`` is closed without an answer to its request."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+        try:
+            extra.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            return extra.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_idle_connections_cannot_pile_up_threads() -> None:
+    """The port has no token: a flood of silent connections takes MAX_CONNECTIONS threads at
+    most, is refused past that, and the port answers again once they are gone."""
+    http = MetricsHttpServer(SelfMetrics().registry, "127.0.0.1:0")
+    port = http.start()
+    threads_before = threading.active_count()
+    idle: list[socket.socket] = []
+    try:
+        idle.extend(
+            socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_CONNECTIONS)
+        )
+        # Accepted in order: by the time the extra ones are, every idle one holds a slot.
+        refused = [_refused_unanswered(port) for _ in range(3 * MAX_CONNECTIONS)]
+        assert all(refused)
+        assert threading.active_count() <= threads_before + MAX_CONNECTIONS
+        for connection in idle:
+            connection.close()
+        idle.clear()
+        deadline = time.monotonic() + 10
+        body = b""
+        while b"tgi_collector_build_info" not in body and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as again:
+                    again.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                    body = b"".join(iter(lambda: again.recv(65536), b""))
+            except ConnectionResetError:
+                time.sleep(0.05)
+        assert body.startswith(b"HTTP/1.0 200")
+        assert b"tgi_collector_build_info" in body
+    finally:
+        for connection in idle:
+            connection.close()
+        http.close()

@@ -24,13 +24,8 @@ or the error kind, ``connect``, ``timeout``, ``http_status``, ...)::
 from __future__ import annotations
 
 import asyncio
-import http.server
 import inspect
-import ipaddress
 import logging
-import socket
-import socketserver
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any
 
@@ -45,9 +40,9 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from tgi_collector._metrics_http import MetricsHttpServer
 from tgi_collector._version import __version__
 from tgi_collector.errors import ScrapeErrorKind
 from tgi_collector.hub import Hub
@@ -301,87 +296,3 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-def _parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` -> (host, port); ValueError naming ``metrics_listen``."""
-    host, sep, port = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not (port.isascii() and port.isdigit() and int(port) <= 65535):
-        raise ValueError(f"metrics_listen {listen!r} is not host:port (like 127.0.0.1:9464)")
-    return host, int(port)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # Not HTTPServer's: it looks up the host's FQDN (reverse DNS), which can take seconds.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
-
-
-class MetricsHttpServer:
-    """``registry`` over HTTP (``GET`` any path) on ``listen``, served by a thread of its own.
-
-    Each scrape is answered in a short-lived thread of its own, never on the event loop.
-    :meth:`start` binds (OSError naming the address when it cannot); :meth:`close` stops the
-    thread and closes the socket.
-    """
-
-    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
-        self.listen = listen
-        self._address = _parse_listen(listen)
-        self._registry = registry
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
-
-    def start(self) -> int:
-        """Bind and start serving; returns the bound port (useful with port 0)."""
-        host, port = self._address
-
-        class Handler(MetricsHandler):
-            registry = self._registry
-            timeout = 10.0  # a client that sends nothing does not hold its thread for long
-
-        server_class = type("_Server", (_Server,), {"address_family": _family(host)})
-        try:
-            httpd = server_class((host, port), Handler)
-        except OSError as exc:
-            raise OSError(f"cannot serve metrics on {self.listen}: {exc.strerror or exc}") from None
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"tgi-collector-metrics:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("serving metrics on http://%s/metrics", _shown(host, self.port))
-        return self.port
-
-    def close(self) -> None:
-        """Stop serving and close the socket (blocks at most ~50 ms). Idempotent."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self.port = None
-
-
-def _family(host: str) -> socket.AddressFamily:
-    try:
-        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
-        return socket.AF_INET  # a host name: resolved to IPv4 by bind
-
-
-def _shown(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
