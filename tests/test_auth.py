@@ -9,6 +9,8 @@ import asyncio
 import json
 import logging
 import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,6 +249,129 @@ async def test_collect_and_watch_with_a_token(
     assert response.snapshot.request_metrics.success_total == 250
     message = await _first_watch_message(channel, target, metadata)
     assert message.snapshot.request_metrics.success_total == 250
+
+
+# -- rotation ------------------------------------------------------------------------------------
+
+
+def _rewrite(path: Path, text: str | None) -> None:
+    """Replace the token file's contents (None: delete it), as an operator rotating it would."""
+    if text is None:
+        path.unlink()
+    else:
+        path.write_text(text)
+
+
+async def _collect_code(channel: grpc.aio.Channel, target: str, token: str) -> grpc.StatusCode:
+    stub = collector_pb2_grpc.CollectorServiceStub(channel)
+    try:
+        await stub.Collect(_collect(target), metadata=_bearer(token), timeout=10)
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_reloaded_tokens_replace_the_old_ones(
+    server: CollectorServer,
+    channel: grpc.aio.Channel,
+    token_file: Path,
+    target: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    new_token = f"tok-{secrets.token_urlsafe(24)}"
+    watch = collector_pb2_grpc.CollectorServiceStub(channel).Watch(
+        _watch(target), metadata=_bearer(TOKEN)
+    )
+    try:
+        assert (await asyncio.wait_for(watch.read(), 10)).HasField("snapshot")
+        _rewrite(token_file, f"{new_token}\n")
+        with caplog.at_level(logging.INFO, logger="tgi_collector.server"):
+            assert server.reload_tokens()
+        assert "reloaded 1 token(s)" in caplog.text
+        assert await _collect_code(channel, target, new_token) == grpc.StatusCode.OK
+        assert await _collect_code(channel, target, TOKEN) == UNAUTHENTICATED
+        assert await _collect_code(channel, target, OTHER_TOKEN) == UNAUTHENTICATED
+        # A stream admitted before the rotation goes on.
+        assert (await asyncio.wait_for(watch.read(), 10)).HasField("sync")
+    finally:
+        watch.cancel()
+    assert new_token not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "case",
+    [("# nothing left\n", "holds no token"), ("two words\n", "printable ASCII"), (None, "cannot")],
+    ids=["empty", "bad token", "missing"],
+)
+async def test_a_bad_reload_keeps_the_tokens_in_use(
+    server: CollectorServer,
+    channel: grpc.aio.Channel,
+    target: str,
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[str | None, str],
+) -> None:
+    text, problem = case
+    assert server.config.token_file is not None
+    _rewrite(Path(server.config.token_file), text)
+    with caplog.at_level(logging.ERROR, logger="tgi_collector.server"):
+        assert not server.reload_tokens()
+    assert "token reload failed, the 2 token(s) loaded before stay in use" in caplog.text
+    assert problem in caplog.text
+    assert await _collect_code(channel, target, TOKEN) == grpc.StatusCode.OK
+    assert await _collect_code(channel, target, OTHER_TOKEN) == grpc.StatusCode.OK
+
+
+async def test_reload_without_a_token_file_changes_nothing(
+    target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with CollectorServer(_config()) as open_server:
+        with caplog.at_level(logging.WARNING, logger="tgi_collector.server"):
+            assert not open_server.reload_tokens()
+        assert "no token file is configured" in caplog.text
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{open_server.port}") as opened:
+            assert await _collect_code(opened, target, "anything") == grpc.StatusCode.OK
+
+
+async def test_sighup_reloads_the_tokens_of_a_serve_process(
+    tmp_path: Path, target: str, unused_port: int
+) -> None:
+    """A real ``tgi-collector serve``: rotate the file, SIGHUP, and only the new token works."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{TOKEN}\n")
+    tokens.chmod(0o600)
+    address = f"127.0.0.1:{unused_port}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tgi_collector", "serve", "--listen", address,
+        "--grace", "0.5", "--token-file", str(tokens),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with grpc.aio.insecure_channel(address) as opened:
+            await asyncio.wait_for(opened.channel_ready(), 20)
+            assert await _collect_code(opened, target, TOKEN) == grpc.StatusCode.OK
+            new_token = f"tok-{secrets.token_urlsafe(24)}"
+            _rewrite(tokens, f"{new_token}\n")
+            process.send_signal(signal.SIGHUP)
+            codes: tuple[grpc.StatusCode, grpc.StatusCode] | None = None
+            for _ in range(100):  # the signal is handled on the server's loop: poll, bounded
+                codes = (
+                    await _collect_code(opened, target, new_token),
+                    await _collect_code(opened, target, TOKEN),
+                )
+                if codes == (grpc.StatusCode.OK, UNAUTHENTICATED):
+                    break
+                await asyncio.sleep(0.1)
+            assert codes == (grpc.StatusCode.OK, UNAUTHENTICATED)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    log = stderr.decode()
+    assert "reloaded 1 token(s)" in log
+    assert TOKEN not in log and new_token not in log
 
 
 async def test_health_and_reflection_need_no_token_by_default(channel: grpc.aio.Channel) -> None:

@@ -14,6 +14,10 @@ Bearer tokens
     Tokens are never logged and never put in a status message; a refusal logs the peer, the
     method and the kind of failure (missing, malformed, unknown token), rate-limited.
 
+    Rotation: :meth:`BearerTokenInterceptor.replace_digests` swaps the whole set at once (the
+    server does it on SIGHUP, after reading the file again), so a call is checked against the
+    old set or the new one, never a mix; calls already admitted go on.
+
 TLS
     With a certificate and key the port is TLS; with a client CA as well, clients must present
     a certificate signed by it (mutual TLS). The files are read when the server is built, so a
@@ -189,6 +193,17 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._exempt = tuple(exempt_prefixes)
         # One line per 10 s at most: a flood of bad calls must not flood the log.
         self._log = RateLimitedLog(logger)
+
+    @property
+    def token_count(self) -> int:
+        """How many distinct tokens are accepted now."""
+        return len(self._digests)
+
+    def replace_digests(self, digests: Sequence[bytes]) -> None:
+        """Accept ``digests`` (from :func:`load_tokens`) from the next call on, and no others."""
+        if not digests:
+            raise ValueError("at least one token is required")
+        self._digests = tuple(digests)  # one assignment: a call sees the old set or the new
 
     async def intercept_service(
         self,

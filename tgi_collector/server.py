@@ -83,12 +83,12 @@ class CollectorServer:
         self.metrics = selfmetrics.SelfMetrics(self.config.metrics_listen)
         # First: it wraps what the token interceptor returns, so refused calls are counted too.
         interceptors: list[grpc.aio.ServerInterceptor] = [self.metrics.interceptor(_METHODS)]
-        self._token_count = 0
+        self._auth: auth.BearerTokenInterceptor | None = None
         if self.config.token_file is not None:
             digests = auth.load_tokens(self.config.token_file)
-            self._token_count = len(digests)
             exempt = () if self.config.auth_health_and_reflection else auth.DEFAULT_EXEMPT_PREFIXES
-            interceptors.append(auth.BearerTokenInterceptor(digests, exempt_prefixes=exempt))
+            self._auth = auth.BearerTokenInterceptor(digests, exempt_prefixes=exempt)
+            interceptors.append(self._auth)
         self._owns_scraper = scraper is None
         # Bad policy entries or registered targets are a ValueError naming the setting.
         policy = TargetPolicy(
@@ -126,6 +126,33 @@ class CollectorServer:
             self._server,
         )
         self.port = 0
+
+    @property
+    def _token_count(self) -> int:
+        return 0 if self._auth is None else self._auth.token_count
+
+    def reload_tokens(self) -> bool:
+        """Read ``token_file`` again and accept exactly its tokens from the next call on.
+
+        For rotation without a restart (``serve`` calls it on SIGHUP). A file that cannot be
+        read or holds no valid token changes nothing: the tokens loaded before stay, and the
+        problem is logged. Returns whether the new set is in use.
+        """
+        if self._auth is None or self.config.token_file is None:
+            logger.warning("token reload asked for, but no token file is configured")
+            return False
+        try:
+            digests = auth.load_tokens(self.config.token_file)
+        except (OSError, ValueError) as exc:
+            logger.error(
+                "token reload failed, the %d token(s) loaded before stay in use: %s",
+                self._auth.token_count,
+                exc,
+            )
+            return False
+        self._auth.replace_digests(digests)
+        logger.info("reloaded %d token(s) from %s", len(digests), self.config.token_file)
+        return True
 
     @property
     def metrics_port(self) -> int | None:
@@ -224,7 +251,7 @@ _GC_THRESHOLDS = (10_000, 10, 10)
 
 
 async def serve(config: ServerConfig, *, ready: Callable[[int], None] | None = None) -> None:
-    """Run a server until SIGTERM or SIGINT, then shut down gracefully.
+    """Run a server until SIGTERM or SIGINT, then shut down gracefully; SIGHUP reloads tokens.
 
     This is the process's main job, so it also tunes the process's garbage collector (see
     ``_GC_THRESHOLDS``); a :class:`CollectorServer` embedded elsewhere leaves it alone.
@@ -241,6 +268,8 @@ async def serve(config: ServerConfig, *, ready: Callable[[int], None] | None = N
         # Not available off the main thread or on some platforms: then Ctrl-C still works.
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tokens)  # no SIGHUP on Windows
     try:
         await stop.wait()
         logger.info("shutting down (grace %.1f s)", config.grace_seconds)
