@@ -169,6 +169,219 @@ async def test_duplicate_targets_are_one(hub: Hub, fixture_server: FixtureServer
     subscription.close()
 
 
+# -- one URL under several instance ids ---------------------------------------------------------
+
+
+class _ForgetRecorder(Scraper):
+    """A real scraper that records the URLs whose caches the hub told it to drop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forgotten: list[str] = []
+
+    def forget(self, url: str) -> None:
+        self.forgotten.append(url)
+        super().forget(url)
+
+
+async def _advancing(simulator: TgiSimulator) -> None:
+    """Move the simulated workload along, so that windows have non-zero rates."""
+    while True:
+        await asyncio.sleep(0.02)
+        simulator.advance(0.5)
+
+
+async def test_one_url_under_two_instance_ids_is_one_loop_and_one_scrape_per_tick(
+    hub: Hub, simulator: TgiSimulator
+) -> None:
+    url = simulator.url + "/metrics"
+    subscriptions = {
+        name: hub.subscribe([_target(url, name)], interval_seconds=INTERVAL, options=OPTIONS)
+        for name in ("a", "b")
+    }
+    assert hub.loop_count == 1
+    assert len(_loop_tasks()) == 1
+    mover = asyncio.create_task(_advancing(simulator))
+    try:
+        started = time.monotonic()
+        got_a, got_b = await asyncio.gather(*(_snapshots(s, 6) for s in subscriptions.values()))
+        elapsed = time.monotonic() - started
+    finally:
+        mover.cancel()
+    # One scrape per tick for both instance ids (plus at most the one in flight now): two
+    # loops would have scraped twice as often.
+    assert 6 <= simulator.scrape_count <= 7
+    assert simulator.scrape_count <= elapsed / INTERVAL + 2
+    for name, events in (("a", got_a), ("b", got_b)):
+        assert all(_snapshot(e).instance_id == name for e in events)
+        assert all(_decoded(e).instance_id == name for e in events)
+        assert all(_snapshot(e).endpoint == url for e in events)
+    for event_a, event_b in zip(got_a, got_b, strict=True):
+        a, b = _snapshot(event_a), _snapshot(event_b)
+        assert event_a.payload != event_b.payload  # labelled apart...
+        # ...but the same tick, the same values.
+        assert (a.timestamp, a.up, a.stats, a.view) == (b.timestamp, b.up, b.stats, b.view)
+        assert (a.window is None) == (b.window is None)
+        if a.window is not None and b.window is not None:
+            assert a.window.duration_seconds == b.window.duration_seconds
+            for rate in ("success_rate", "request_rate", "generated_tokens_rate"):
+                assert getattr(a.window, rate) == getattr(b.window, rate), rate
+    assert _snapshot(got_a[0]).window is None
+    windows = [_snapshot(e).window for e in got_a[1:]]
+    assert any(w is not None and w.request_rate > 0 for w in windows)  # rates were compared
+    for subscription in subscriptions.values():
+        subscription.close()
+    assert hub.loop_count == 0
+
+
+async def test_one_subscription_naming_a_url_twice_gets_both_and_leaves_both(
+    fixture_server: FixtureServer,
+) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    url = fixture_server.url("/metrics")
+    async with _ForgetRecorder() as scraper, Hub(scraper, encode) as hub:
+        subscription = hub.subscribe(
+            [_target(url, "a"), _target(url, "b")], interval_seconds=0.1, options=OPTIONS
+        )
+        assert hub.loop_count == 1
+        events = await _events(subscription, 3)
+        assert [e.kind for e in events] == [EventKind.SNAPSHOT] * 2 + [EventKind.SYNC]
+        assert {_snapshot(e).instance_id for e in events[:2]} == {"a", "b"}
+        assert _stamp(events[0]) == _stamp(events[1])  # one tick, labelled twice
+        later = await _snapshots(subscription, 6)
+        ids = [_snapshot(e).instance_id for e in later]
+        assert sorted(ids) == ["a"] * 3 + ["b"] * 3
+        ticks = {_stamp(e) for e in [*events[:2], *later]}
+        assert len(ticks) >= 3  # both targets delivered every tick: ~4 ticks
+        assert len(ticks) <= fixture_server.hits("/metrics") <= len(ticks) + 1
+        assert scraper.forgotten == []
+
+        await subscription.aclose()  # leaves the loop under both instance ids
+        assert hub.loop_count == 0
+        assert not hub.tasks
+        assert not _loop_tasks()
+        assert scraper.forgotten == [url]
+        hits = fixture_server.hits("/metrics")
+        await asyncio.sleep(0.3)
+        assert fixture_server.hits("/metrics") == hits  # really stopped
+
+
+async def test_leaving_one_instance_id_keeps_the_loop_for_the_other(
+    fixture_server: FixtureServer,
+) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    url = fixture_server.url("/metrics")
+    async with _ForgetRecorder() as scraper, Hub(scraper, encode) as hub:
+        one = hub.subscribe([_target(url, "a")], interval_seconds=0.1, options=OPTIONS)
+        two = hub.subscribe([_target(url, "b")], interval_seconds=0.1, options=OPTIONS)
+        assert hub.loop_count == 1
+        await asyncio.gather(_snapshots(one, 2), _snapshots(two, 2))
+        await one.aclose()
+        assert hub.loop_count == 1
+        assert len(_loop_tasks()) == 1
+        assert scraper.forgotten == []
+        hits = fixture_server.hits("/metrics")
+        kept = await _snapshots(two, 3)
+        assert all(_snapshot(e).instance_id == "b" for e in kept)
+        assert fixture_server.hits("/metrics") > hits  # still scraping, for b
+        await two.aclose()
+        assert hub.loop_count == 0
+        assert not _loop_tasks()
+        assert scraper.forgotten == [url]
+
+
+async def test_late_subscriber_under_a_new_instance_id_gets_the_latest_tick_relabelled(
+    hub: Hub, simulator: TgiSimulator
+) -> None:
+    url = simulator.url + "/metrics"
+    first = hub.subscribe([_target(url, "a")], interval_seconds=INTERVAL, options=OPTIONS)
+    latest = _snapshot((await _snapshots(first, 3))[-1])
+    assert latest.window is not None
+    scrapes = simulator.scrape_count
+
+    late = hub.subscribe([_target(url, "b")], interval_seconds=INTERVAL, options=OPTIONS)
+    assert hub.loop_count == 1
+    events = await _events(late, 2)
+    assert [e.kind for e in events] == [EventKind.SNAPSHOT, EventKind.SYNC]
+    got = _snapshot(events[0])
+    assert simulator.scrape_count == scrapes  # served from the loop, not a new scrape
+    assert got.instance_id == _decoded(events[0]).instance_id == "b"
+    assert got.timestamp == latest.timestamp  # at once: the loop's latest tick
+    assert got.window is None  # a stream's first snapshot has no rates
+    assert not _decoded(events[0]).HasField("window")
+    assert got.view == latest.view
+    # A second joiner under "b" gets that same relabelled tick, encoded once.
+    again = hub.subscribe([_target(url, "b")], interval_seconds=INTERVAL, options=OPTIONS)
+    assert (await _events(again, 1))[0].payload is events[0].payload
+    # An updates-only joiner under yet another id: nothing at once, then the next tick as "c".
+    joined = hub.subscribe(
+        [_target(url, "c")], interval_seconds=INTERVAL, options=OPTIONS, updates_only=True
+    )
+    events = await _events(joined, 2)
+    assert events[0].kind is EventKind.SYNC
+    assert _stamp(events[1]) > latest.timestamp.timestamp()
+    assert _snapshot(events[1]).instance_id == "c"
+    # From then on the loop's ticks carry each subscriber's own instance id.
+    nxt_a, nxt_b = (await _snapshots(first, 1))[0], (await _snapshots(late, 1))[0]
+    assert _stamp(nxt_a) == _stamp(nxt_b)
+    assert (_snapshot(nxt_a).instance_id, _snapshot(nxt_b).instance_id) == ("a", "b")
+    assert _snapshot(nxt_b).window is not None
+    for subscription in (first, late, again, joined):
+        subscription.close()
+
+
+async def test_suppress_unchanged_across_instance_ids(
+    hub: Hub, fixture_server: FixtureServer
+) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    url = fixture_server.url("/metrics")
+    interval = 0.1
+
+    def suppressing(name: str) -> Subscription:
+        return hub.subscribe(
+            [_target(url, name)],
+            interval_seconds=interval,
+            options=OPTIONS,
+            suppress_unchanged=True,
+            heartbeat_seconds=0.3,
+        )
+
+    quiet = [EventKind.SNAPSHOT, EventKind.SYNC, EventKind.HEARTBEAT, EventKind.HEARTBEAT]
+    a, b = suppressing("a"), suppressing("b")
+    # Another subscriber, not suppressing, on the same loop under a third id: every tick.
+    every = hub.subscribe([_target(url, "e")], interval_seconds=interval, options=OPTIONS)
+    got_a, got_b, got_every = await asyncio.gather(
+        _events(a, 4, within=3), _events(b, 4, within=3), _snapshots(every, 5, within=3)
+    )
+    assert [e.kind for e in got_a] == [e.kind for e in got_b] == quiet
+    assert (_snapshot(got_a[0]).instance_id, _snapshot(got_b[0]).instance_id) == ("a", "b")
+    assert all(_snapshot(e).instance_id == "e" for e in got_every)
+    assert hub.loop_count == 1
+
+    text = TGI_REAL.read_text().replace("tgi_queue_size 0", "tgi_queue_size 7")
+    fixture_server.route("/metrics", body=text)
+    changed = await asyncio.gather(_snapshots(a, 1, within=2), _snapshots(b, 1, within=2))
+    for name, (event,) in zip("ab", changed, strict=True):
+        snapshot = _snapshot(event)
+        assert snapshot.instance_id == name
+        assert snapshot.view is not None
+        assert snapshot.view.request.queue_size == 7
+    assert _stamp(changed[0][0]) == _stamp(changed[1][0])
+    for subscription in (a, b):
+        assert (await _events(subscription, 1))[0].kind is EventKind.HEARTBEAT
+
+    # A suppressing joiner under a new id: the state at once (relabelled), then silence.
+    c = suppressing("c")
+    events = await _events(c, 3, within=2)
+    assert [e.kind for e in events] == [EventKind.SNAPSHOT, EventKind.SYNC, EventKind.HEARTBEAT]
+    assert _snapshot(events[0]).instance_id == "c"
+    view = _snapshot(events[0]).view
+    assert view is not None
+    assert view.request.queue_size == 7
+    for subscription in (a, b, c, every):
+        subscription.close()
+
+
 # -- schedule and windows -----------------------------------------------------------------------
 
 

@@ -260,3 +260,39 @@ async def test_bad_watch_requests(stub: collector_pb2_grpc.CollectorServiceStub)
             await call.read()
         assert raised.value.code() == code, request
         assert raised.value.details().startswith(prefix), raised.value.details()
+
+
+async def test_one_watch_naming_an_endpoint_under_two_instance_ids_scrapes_it_once(
+    server: CollectorServer,
+    stub: collector_pb2_grpc.CollectorServiceStub,
+    fixture_server: FixtureServer,
+) -> None:
+    fixture_server.route("/metrics", body=TGI_REAL)
+    url = fixture_server.url("/metrics")
+    request = _watch_request(url)
+    del request.targets[:]
+    request.targets.extend(
+        collector_pb2.Target(instance_id=name, endpoint=url) for name in ("a", "b")
+    )
+    call = stub.Watch(request)
+    messages = []
+    async with asyncio.timeout(10):
+        while len(messages) < 3:
+            messages.append(await call.read())
+    assert [m.WhichOneof("event") for m in messages] == ["snapshot", "snapshot", "sync"]
+    assert {m.snapshot.instance_id for m in messages[:2]} == {"a", "b"}
+    later = await _snapshots(call, 8)
+    assert server.hub.loop_count == 1
+    hits = fixture_server.hits("/metrics")
+    call.cancel()
+    snapshots = [m.snapshot for m in messages[:2]] + later
+    by_id: dict[str, list[int]] = {"a": [], "b": []}
+    for snapshot in snapshots:
+        assert snapshot.endpoint == url
+        by_id[snapshot.instance_id].append(snapshot.timestamp.ToNanoseconds())
+    # Both instance ids got every tick, the same ticks...
+    assert by_id["a"] == by_id["b"]
+    assert len(by_id["a"]) == 5
+    # ...from one scrape per tick (plus at most the one in flight): not one per instance id.
+    assert 5 <= hits <= 6
+    await wait_until(lambda: server.hub.loop_count == 0 and not _collector_tasks(), timeout=5)

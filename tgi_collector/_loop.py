@@ -40,11 +40,20 @@ _UNKNOWN: object = object()
 
 @dataclass(frozen=True, slots=True)
 class LoopKey:
-    """What makes two subscriptions share a scrape loop: same target, interval and options."""
+    """What makes two subscriptions share a scrape loop: same URL, interval and options.
 
-    target: Target
+    Not the instance id: that is only the label a subscriber wants on its snapshots, so one URL
+    named under several instance ids is still scraped once per tick.
+    """
+
+    url: str
     interval_seconds: float
     options: ScrapeOptions
+
+
+def _label(target: Target) -> str:
+    """The ``instance_id`` of ``target``'s snapshots (the scraper's rule)."""
+    return target.instance_id or target.url
 
 
 def _phase(key: LoopKey) -> float:
@@ -53,7 +62,7 @@ def _phase(key: LoopKey) -> float:
     crc32 rather than ``hash()``: the phase must not change between processes (string hashing
     is randomized per process), so a restarted collector scrapes on the same schedule.
     """
-    digest = zlib.crc32(f"{key.target.url}|{key.interval_seconds!r}".encode())
+    digest = zlib.crc32(f"{key.url}|{key.interval_seconds!r}".encode())
     return digest / 2**32 * key.interval_seconds
 
 
@@ -109,7 +118,13 @@ def _content_key(snapshot: Snapshot) -> object:
 
 
 class Loop:
-    """The scrape loop of one :class:`LoopKey` and the subscribers it feeds."""
+    """The scrape loop of one :class:`LoopKey` and the subscribers it feeds.
+
+    Subscribers are kept per :class:`Target` (the instance ids they named the URL by): each
+    tick is encoded once per instance id present and every subscriber gets the tick labelled
+    for the target it subscribed with. A subscription naming the URL under two instance ids
+    joins twice, once per target.
+    """
 
     def __init__(
         self,
@@ -120,40 +135,82 @@ class Loop:
     ) -> None:
         self.key = key
         self._coalesced = coalesced  # told how many undelivered ticks a new tick replaced
-        self.subscribers: dict[Subscription, None] = {}  # an insertion-ordered set
-        self.latest: _Tick | None = None
+        # Per target, its subscribers as an insertion-ordered set.
+        self._subscribers: dict[Target, dict[Subscription, None]] = {}
+        # The last tick per instance id: as published, or relabelled for a later joiner.
+        self.latest: dict[str, _Tick] = {}
+        self._last: _Tick | None = None  # the last tick published, whatever its label
         self.task: asyncio.Task[None] | None = None
         self._scraper = scraper
         self._encode = encode
+        # The loop scrapes the URL without an instance id; snapshots are labelled on publishing.
+        self._target = Target(instance_id="", url=key.url)
         # Windows need the exposition whatever the subscribers asked for; it is dropped
         # before encoding unless they want raw metrics.
         self._scrape_options = dataclasses.replace(key.options, include_raw_metrics=True)
         self._phase = _phase(key)
         # The last up exposition, its view and its tick: the start of the next window.
         self._previous: tuple[Exposition, TgiView | None, float] | None = None
-        self._suppressing = 0  # subscribers with suppress_unchanged
+        self._suppressing = 0  # (subscription, target) pairs with suppress_unchanged
         self._content: object = _UNKNOWN
         self._version = 0
         self._denied = False
 
-    def join(self, subscription: Subscription) -> None:
-        """Add a subscriber; it gets the latest tick at once unless it wants updates only."""
-        self.subscribers[subscription] = None
-        if subscription.suppress_unchanged:
-            if self._suppressing == 0 and self.latest is not None:
-                # Content is tracked only while someone suppresses; start from the latest tick.
-                self._content = _content_key(self.latest.snapshot)
-            self._suppressing += 1
-        if self.latest is not None and not subscription.updates_only:
-            subscription._offer(self.key.target, self.latest)
+    @property
+    def idle(self) -> bool:
+        """Whether no subscriber is left (the hub then stops the loop)."""
+        return not self._subscribers
 
-    def leave(self, subscription: Subscription) -> None:
-        """Remove a subscriber (the hub stops the loop when none is left)."""
-        if subscription not in self.subscribers:
+    def join(self, subscription: Subscription, target: Target) -> None:
+        """Add a subscriber of ``target`` (whose URL is the loop's).
+
+        It gets the latest tick, labelled with ``target``'s instance id, at once unless it
+        wants updates only.
+        """
+        subscribers = self._subscribers.setdefault(target, {})
+        if subscription in subscribers:
             return
-        del self.subscribers[subscription]
+        subscribers[subscription] = None
+        if subscription.suppress_unchanged:
+            if self._suppressing == 0 and self._last is not None:
+                # Content is tracked only while someone suppresses; start from the latest tick.
+                self._content = _content_key(self._last.snapshot)
+            self._suppressing += 1
+        if not subscription.updates_only and (latest := self._latest_for(target)) is not None:
+            subscription._offer(target, latest)
+
+    def leave(self, subscription: Subscription, target: Target) -> None:
+        """Remove a subscriber of ``target`` (the hub stops the loop when none is left)."""
+        subscribers = self._subscribers.get(target)
+        if subscribers is None or subscription not in subscribers:
+            return
+        del subscribers[subscription]
+        if not subscribers:
+            del self._subscribers[target]
         if subscription.suppress_unchanged:
             self._suppressing -= 1
+
+    def _latest_for(self, target: Target) -> _Tick | None:
+        """The latest tick labelled for ``target``; relabelled (encoded once) if need be.
+
+        A tick relabelled for a joiner has no window: a subscriber's first snapshot of a target
+        has none, and only joiners (whose first snapshot it is) ever get it.
+        """
+        label = _label(target)
+        latest = self.latest.get(label)
+        if latest is not None or self._last is None:
+            return latest
+        last = self._last
+        bare = dataclasses.replace(last.snapshot, instance_id=label, window=None)
+        try:
+            payload = self._encode(bare)
+        except Exception:
+            logger.exception("encoding the first snapshot of %s failed", last.snapshot.endpoint)
+            return None
+        latest = self.latest[label] = _Tick(
+            bare, payload, self._encode, initial=last.initial, version=last.version
+        )
+        return latest
 
     async def run(self) -> None:
         """Scrape now, then on every scheduled tick, until cancelled."""
@@ -171,36 +228,38 @@ class Loop:
 
     async def _tick(self, tick: float, *, initial: bool) -> None:
         """One iteration: scrape, then publish. Any exception costs this tick, not the loop."""
-        target = self.key.target
+        url = self.key.url
         try:
-            snapshot = await self._scraper.scrape(target, self._scrape_options, keep_caches=True)
+            snapshot = await self._scraper.scrape(
+                self._target, self._scrape_options, keep_caches=True
+            )
         except TargetDeniedError:
             # The server checked the target at subscribe time: its address changed since. A
             # stream must not go silent about a target, so it reports it down, with its own
             # error kind and the policy's generic message.
             if not self._denied:
-                logger.warning("%s is now refused by the scrape policy", target.url)
+                logger.warning("%s is now refused by the scrape policy", url)
             self._denied = True
             snapshot = Snapshot(
-                instance_id=target.instance_id or target.url,
-                endpoint=target.url,
+                instance_id=url,
+                endpoint=url,
                 timestamp=datetime.now(UTC),
                 up=False,
                 stats=ScrapeStats(0.0, 0, 0),
                 error=ScrapeFailure(ScrapeErrorKind.DENIED, DENIED_MESSAGE),
             )
         except Exception:
-            logger.exception("scraping %s failed unexpectedly", target.url)
+            logger.exception("scraping %s failed unexpectedly", url)
             return
         else:
             self._denied = False
         try:
             self._publish(snapshot, tick, initial=initial)
         except Exception:
-            logger.exception("publishing a snapshot of %s failed", target.url)
+            logger.exception("publishing a snapshot of %s failed", url)
 
     def _publish(self, snapshot: Snapshot, tick: float, *, initial: bool) -> None:
-        """Stamp, window, encode once, and hand the tick to every subscriber."""
+        """Stamp, window, encode once per instance id, and hand the tick to every subscriber."""
         clock = asyncio.get_running_loop()
         # The wall time of the scheduled tick; read now so that wall clock steps show.
         stamp = datetime.fromtimestamp(time.time() - (clock.time() - tick), UTC)
@@ -223,19 +282,26 @@ class Loop:
             window=window,
             exposition=exposition if self.key.options.include_raw_metrics else None,
         )
-        payload = self._encode(outgoing)
-        latest = _Tick(
-            outgoing,
-            payload,
-            self._encode,
-            initial=initial,
-            version=self._content_version(outgoing),
-        )
-        self.latest = latest
-        target = self.key.target
+        # Every label is encoded before anyone gets the tick: an encoding failure costs the
+        # tick for every subscriber alike, and leaves the previous tick the latest.
+        encoded: dict[str, tuple[Snapshot, bytes]] = {}
+        for target in self._subscribers:
+            label = _label(target)
+            if label not in encoded:
+                labelled = dataclasses.replace(outgoing, instance_id=label)
+                encoded[label] = (labelled, self._encode(labelled))
+        version = self._content_version(outgoing)
+        ticks = {
+            label: _Tick(labelled, payload, self._encode, initial=initial, version=version)
+            for label, (labelled, payload) in encoded.items()
+        }
+        self.latest = ticks
+        self._last = next(iter(ticks.values()), self._last)
         replaced = 0
-        for subscription in self.subscribers:
-            replaced += subscription._offer(target, latest)
+        for target, subscribers in self._subscribers.items():
+            latest = ticks[_label(target)]
+            for subscription in subscribers:
+                replaced += subscription._offer(target, latest)
         if replaced:
             self._coalesced(replaced)
 

@@ -56,7 +56,8 @@ class Event:
 
 
 class _Tick:
-    """One scrape of one loop, encoded once and shared by every subscriber of the loop.
+    """One scrape of one loop labelled with one instance id, encoded once and shared by every
+    subscriber of the loop that named the URL by that instance id.
 
     ``version`` identifies the tick's content for ``suppress_unchanged``: equal versions mean
     equal content (see :meth:`tgi_collector._loop.Loop._content_version`). ``initial`` marks a

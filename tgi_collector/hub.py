@@ -1,15 +1,18 @@
-"""Watch's engine: one scrape loop per (target, interval, options), fanned out to subscribers.
+"""Watch's engine: one scrape loop per (URL, interval, options), fanned out to subscribers.
 
 Pure asyncio domain code (no gRPC, no protobuf): the server injects ``encode`` and turns events
-into ``WatchResponse`` messages. The semantics are DESIGN.md's "Watch semantics" (from gNMI
+into ``WatchResponse`` messages. The semantics are the README's "Watch semantics" (from gNMI
 Subscribe STREAM/SAMPLE and the Kubernetes watch API):
 
 - **Shared loops.** Subscribers of the same :class:`LoopKey` share one loop, started by the
   first and cancelled when the last leaves, so a target's HTTP server sees one scrape per
-  interval however many subscribers watch it. A loop is sequential: scrapes of one target never
-  overlap, and ticks missed by an overrunning scrape are skipped, not caught up.
+  interval however many subscribers watch it. The key is the URL, not the instance id: a URL
+  named under several instance ids (by different subscribers, or by one naming it twice) is
+  scraped once per tick, and each subscriber's snapshots carry the instance id it named the
+  target by. A loop is sequential: scrapes of one URL never overlap, and ticks missed by an
+  overrunning scrape are skipped, not caught up.
 - **Schedule.** The first scrape runs at once; later ticks fall at ``phase + k * interval`` on
-  the monotonic clock, with a stable per-target ``phase`` spreading loops over the interval (as
+  the monotonic clock, with a stable per-URL ``phase`` spreading loops over the interval (as
   Prometheus does). A scheduled tick closer than half an interval to the immediate first scrape
   is skipped: a window of a few milliseconds would give meaningless rates. Each snapshot is
   stamped with its scheduled tick (wall clock, UTC), so windows are exact multiples of the
@@ -17,8 +20,10 @@ Subscribe STREAM/SAMPLE and the Kubernetes watch API):
 - **Windows.** A loop keeps its previous *up* exposition; an up snapshot gets the window since
   it. Down snapshots get none and do not move that baseline, so the window after an outage spans
   it (the counter reset rule copes with a target that restarted meanwhile).
-- **Encoded once.** Each tick is encoded once and the same bytes go to every subscriber; a
-  subscriber's first snapshot of a target is the tick without its window, encoded lazily, once.
+- **Encoded once.** Each tick is encoded once per instance id it is labelled with, and the same
+  bytes go to every subscriber of that instance id; a subscriber's first snapshot of a target is
+  the tick without its window, encoded lazily, once (a subscriber joining under an instance id
+  the loop has not labelled its latest tick with gets that tick relabelled, encoded once).
 - **Failures are data.** A down target produces down snapshots (so does one the scrape policy
   refuses after subscription, e.g. its name now resolves elsewhere: ``CONNECT``, with the
   policy's generic message). An exception while scraping, windowing or encoding is logged and
@@ -89,7 +94,9 @@ class Hub:
         self._max_subscribers = max_subscribers
         self._max_targets = max_targets_per_subscription
         self._loops: dict[LoopKey, Loop] = {}
-        self._subscriptions: dict[Subscription, tuple[Loop, ...]] = {}
+        # Per subscription, the loop of each of its targets (a loop twice if it names one URL
+        # under two instance ids).
+        self._subscriptions: dict[Subscription, tuple[tuple[Loop, Target], ...]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._coalesced_total = 0
@@ -124,7 +131,7 @@ class Hub:
         suppress_unchanged: bool = False,
         heartbeat_seconds: float | None = None,
     ) -> Subscription:
-        """Subscribe to ``targets`` (deduplicated), joining or starting one loop per target.
+        """Subscribe to ``targets`` (deduplicated), joining or starting one loop per URL.
 
         Must be called from the event loop. Raises :class:`~tgi_collector.errors.CapacityError`
         over the caps, ValueError for arguments the server should have validated. On a closed
@@ -151,16 +158,16 @@ class Hub:
         if self._closed:
             subscription.close()
             return subscription
-        loops = []
+        joined = []
         for target in subscription.targets:
-            key = LoopKey(target, interval_seconds, options)
+            key = LoopKey(target.url, interval_seconds, options)
             loop = self._loops.get(key)
             if loop is None:
                 loop = self._loops[key] = self._start(key)
-            loops.append(loop)
-        self._subscriptions[subscription] = tuple(loops)
-        for loop in loops:
-            loop.join(subscription)
+            joined.append((loop, target))
+        self._subscriptions[subscription] = tuple(joined)
+        for loop, target in joined:
+            loop.join(subscription, target)
         return subscription
 
     async def aclose(self) -> None:
@@ -191,7 +198,7 @@ class Hub:
     def _start(self, key: LoopKey) -> Loop:
         loop = Loop(key, self._scraper, self._encode, self._count_coalesced)
         task = asyncio.get_running_loop().create_task(
-            loop.run(), name=f"{LOOP_TASK_PREFIX}{key.target.url}"
+            loop.run(), name=f"{LOOP_TASK_PREFIX}{key.url}"
         )
         loop.task = task
         self._tasks.add(task)
@@ -214,17 +221,17 @@ class Hub:
     def _release(self, subscription: Subscription) -> list[asyncio.Task[None]]:
         """Detach ``subscription`` from its loops; cancel (and return) those left empty."""
         stopped = []
-        for loop in self._subscriptions.pop(subscription, ()):
-            loop.leave(subscription)
-            if loop.subscribers:
+        for loop, target in self._subscriptions.pop(subscription, ()):
+            loop.leave(subscription, target)
+            if not loop.idle:
                 continue
             if self._loops.get(loop.key) is loop:
                 del self._loops[loop.key]
             if loop.task is not None:
                 loop.task.cancel()
                 stopped.append(loop.task)
-            url = loop.key.target.url
-            if not any(key.target.url == url for key in self._loops):
+            url = loop.key.url
+            if not any(key.url == url for key in self._loops):
                 # No loop scrapes the URL any more: its parser and view caches can go.
                 self._scraper.forget(url)
         return stopped

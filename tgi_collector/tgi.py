@@ -1,7 +1,7 @@
 """The TGI view: Prometheus families of a TGI server turned into typed, meaningful values.
 
 The metric names, types and labels are those of Hugging Face TGI's router (v0.3 to v3.3);
-the field names and their meanings are the project's plan (DESIGN.md).
+the field names and their meanings are those of the README's "What a snapshot means".
 Three kinds of input must give a sensible view, never an exception:
 
 - real TGI output: counters without ``_total``, ``*_duration`` histograms in seconds, labelled
@@ -74,7 +74,7 @@ class HistogramSummary:
 
 @dataclass(frozen=True, slots=True)
 class RequestMetrics:
-    """Request counters and mean latencies, with the plan's field names (DESIGN.md).
+    """Request counters and mean latencies (meanings: README, "What a snapshot means").
 
     ``failures_by_err`` maps each ``err`` label value to its count; a failure sample without
     an ``err`` label (the plan's sample) is filed under ``""``, Prometheus' reading of an
@@ -95,7 +95,7 @@ class RequestMetrics:
 
 @dataclass(frozen=True, slots=True)
 class GenerationMetrics:
-    """Token means per request and batch gauges, with the plan's field names (DESIGN.md)."""
+    """Token means per request and batch gauges (meanings: README, "What a snapshot means")."""
 
     input_length: float | None = None
     generated_tokens: float | None = None
@@ -281,7 +281,7 @@ def _zero_if_none(value: float | None) -> float:
 
 
 def build_view(exposition: Exposition) -> TgiView:
-    """Turn a parsed exposition into the TGI view (meanings in DESIGN.md and the field docs).
+    """Turn a parsed exposition into the TGI view (meanings in the README and the field docs).
 
     Never raises: any exposition, including an empty one or one with no ``tgi_*`` family at
     all (vLLM, SGLang), gives a view of zeros and Nones. The result does not depend on family

@@ -2,7 +2,7 @@
 
 Watch keeps, per target, the previous successful exposition and reports the interval since:
 request, failure and token rates per second from counter deltas, and p50/p90/p95/p99 from
-histogram bucket deltas (DESIGN.md, "Watch semantics"). Pure domain code: no I/O, no protobuf;
+histogram bucket deltas (the README's "Watch semantics"). Pure domain code: no I/O, no protobuf;
 :class:`Window` maps one-to-one onto the ``Window`` message.
 
 Counters follow Prometheus' reset rule: a counter that went down was restarted, so its
