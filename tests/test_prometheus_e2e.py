@@ -1,7 +1,8 @@
 """A real Prometheus scrapes the collector's own metrics, and PromQL finds what the test did.
 
-Debian's ``prometheus`` (``.ci/run`` installs it when absent) runs on loopback with its storage
-in a temporary directory, scraping the collector's metrics port every second. The test makes
+Debian's ``prometheus`` (``scripts/install_test_tools.sh`` installs it when absent) runs on
+loopback with its storage in a temporary directory, scraping the collector's metrics port
+every second. The test makes
 Collect calls and opens one Watch, then queries Prometheus's HTTP API until the series show
 exactly those calls. About 5 s.
 """
@@ -54,7 +55,7 @@ async def prometheus(tmp_path: Path, scrape_port: int) -> AsyncIterator[str]:
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail(
-            "prometheus is not on PATH: .ci/run installs Debian's prometheus package"
+            "prometheus is not on PATH: scripts/install_test_tools.sh installs Debian's package"
             " (apt-get install prometheus)"
         )
     config = tmp_path / "prometheus.yml"
