@@ -462,6 +462,8 @@ FILE_ERRORS = [
     ('[log]\nformat = "yaml"\n',
      'log.format: "yaml" is not a log format (one of text, json) (in {path})'),
     ('[metrics]\nlisten = "9464"\n', 'metrics.listen: "9464" is not host:port'),
+    ('[metrics]\nlisten = "unix:/tmp/m"\n',
+     'metrics.listen: "unix:/tmp/m" is a unix socket: this port is TCP'),
     ('[log]\nformats = "json"\n', "log.formats: unknown key (did you mean log.format?)"),
     # Relations between settings.
     ("[watch]\nmin_interval_seconds = 10\n",

@@ -26,6 +26,7 @@ from reference import TGI_REAL
 
 from tgi_collector import __version__
 from tgi_collector._metrics_http import MAX_CONNECTIONS
+from tgi_collector.cli import main
 from tgi_collector.client import CollectorClient, watch_request
 from tgi_collector.errors import ScrapeErrorKind
 from tgi_collector.scraper import Scraper
@@ -371,6 +372,10 @@ async def test_a_metrics_port_in_use_fails_start_clearly() -> None:
 def test_a_malformed_metrics_address_is_refused_before_anything_starts() -> None:
     with pytest.raises(ValueError, match="metrics_listen 'nonsense' is not host:port"):
         CollectorServer(ServerConfig(listen="127.0.0.1:0", metrics_listen="nonsense"))
+    # The server's own check, so that check-config and serve refuse it too (exit 2, no trace).
+    with pytest.raises(ValueError, match="metrics_listen 'unix:/tmp/m' is not host:port"):
+        ServerConfig(metrics_listen="unix:/tmp/m").check()
+    assert main(["check-config", "--metrics-listen", "unix:/tmp/m"]) == 2
 
 
 async def test_a_grpc_port_in_use_leaves_no_metrics_port_behind() -> None:

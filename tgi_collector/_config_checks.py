@@ -23,6 +23,7 @@ __all__ = [
     "check_log_format",
     "check_log_level",
     "check_network",
+    "check_tcp_listen",
     "quote",
 ]
 
@@ -65,6 +66,13 @@ def check_listen(text: str) -> str | None:
     if not (port.isascii() and port.isdigit() and int(port) <= 65535):
         return f"port {quote(port)} is not a number from 0 to 65535 ({example})"
     return None
+
+
+def check_tcp_listen(text: str) -> str | None:
+    """:func:`check_listen` for an HTTP port: ``host:port`` or ``[v6]:port``, no unix socket."""
+    if text.startswith(("unix:", "unix-abstract:")):
+        return f"{quote(text)} is a unix socket: this port is TCP (host:port, like 127.0.0.1:9464)"
+    return check_listen(text)
 
 
 def check_network(text: str) -> str | None:

@@ -22,6 +22,7 @@ from tgi_collector._config_checks import (
     check_log_format,
     check_log_level,
     check_network,
+    check_tcp_listen,
 )
 
 __all__ = [
@@ -80,7 +81,7 @@ LAYOUT: dict[str, Place] = {
         "serve the collector's own Prometheus metrics over HTTP on host:port"
         " (127.0.0.1:9464; port 0 for any free one)",
         "HOST:PORT",
-        check=check_listen,
+        check=check_tcp_listen,
     ),
     # [watch]
     "default_watch_interval_seconds": Place(

@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
 
-__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_SECONDS", "MetricsHttpServer"]
+__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_SECONDS", "MetricsHttpServer", "parse_listen"]
 
 logger = logging.getLogger("tgi_collector.selfmetrics")
 
@@ -31,7 +31,7 @@ MAX_CONNECTIONS = 16
 REQUEST_TIMEOUT_SECONDS = 10.0
 
 
-def _parse_listen(listen: str) -> tuple[str, int]:
+def parse_listen(listen: str) -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` -> (host, port); ValueError naming ``metrics_listen``."""
     host, sep, port = listen.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
@@ -83,7 +83,7 @@ class MetricsHttpServer:
 
     def __init__(self, registry: CollectorRegistry, listen: str) -> None:
         self.listen = listen
-        self._address = _parse_listen(listen)
+        self._address = parse_listen(listen)
         self._registry = registry
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

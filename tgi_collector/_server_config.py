@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tgi_collector import _limits, auth, convert
+from tgi_collector._metrics_http import parse_listen
 
 __all__ = ["DEFAULT_MAX_RECEIVE_BYTES", "DEFAULT_MAX_SEND_BYTES", "ServerConfig"]
 
@@ -88,7 +89,10 @@ class ServerConfig:
 
         Limits must be positive (byte and stream counts at most 2**31 - 1, grpc's C ints),
         durations positive and finite, the Watch intervals ordered min <= default <= max,
-        and TLS settings complete (a cert needs its key; a client CA needs both).
+        TLS settings complete (a cert needs its key; a client CA needs both), and the metrics
+        address a TCP host:port (the metrics port is HTTP: no unix socket).
         """
         _limits.check_server_config(self)
         self.tls_files.check()
+        if self.metrics_listen is not None:
+            parse_listen(self.metrics_listen)
