@@ -51,11 +51,6 @@ class LoopKey:
     options: ScrapeOptions
 
 
-def _label(target: Target) -> str:
-    """The ``instance_id`` of ``target``'s snapshots (the scraper's rule)."""
-    return target.instance_id or target.url
-
-
 def _phase(key: LoopKey) -> float:
     """A stable offset in ``[0, interval)``: loops of many targets spread over the interval.
 
@@ -196,7 +191,7 @@ class Loop:
         A tick relabelled for a joiner has no window: a subscriber's first snapshot of a target
         has none, and only joiners (whose first snapshot it is) ever get it.
         """
-        label = _label(target)
+        label = target.label
         latest = self.latest.get(label)
         if latest is not None or self._last is None:
             return latest
@@ -286,7 +281,7 @@ class Loop:
         # tick for every subscriber alike, and leaves the previous tick the latest.
         encoded: dict[str, tuple[Snapshot, bytes]] = {}
         for target in self._subscribers:
-            label = _label(target)
+            label = target.label
             if label not in encoded:
                 labelled = dataclasses.replace(outgoing, instance_id=label)
                 encoded[label] = (labelled, self._encode(labelled))
@@ -299,7 +294,7 @@ class Loop:
         self._last = next(iter(ticks.values()), self._last)
         replaced = 0
         for target, subscribers in self._subscribers.items():
-            latest = ticks[_label(target)]
+            latest = ticks[target.label]
             for subscription in subscribers:
                 replaced += subscription._offer(target, latest)
         if replaced:

@@ -221,7 +221,7 @@ class Scraper(InfoCacheMixin):
             duration = loop.time() - started
             self._failed(target.url, exc, duration)
             return Snapshot(
-                instance_id=target.instance_id or target.url,
+                instance_id=target.label,
                 endpoint=target.url,
                 timestamp=timestamp,
                 up=False,
@@ -238,7 +238,7 @@ class Scraper(InfoCacheMixin):
                 await self._wait_first_info(info_task, deadline)
             model = self._cached_model(target)
         return Snapshot(
-            instance_id=target.instance_id or target.url,
+            instance_id=target.label,
             endpoint=target.url,
             timestamp=timestamp,
             up=True,

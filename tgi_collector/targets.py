@@ -66,6 +66,11 @@ class Target:
     url: str
 
     @property
+    def label(self) -> str:
+        """The ``instance_id`` this target's snapshots carry: the instance id, else the URL."""
+        return self.instance_id or self.url
+
+    @property
     def base_url(self) -> str:
         """Scheme and authority of ``url``: where ``/info`` lives."""
         parts = urlsplit(self.url)
