@@ -186,25 +186,13 @@ class Loop:
             self._suppressing -= 1
 
     def _latest_for(self, target: Target) -> _Tick | None:
-        """The latest tick labelled for ``target``; relabelled (encoded once) if need be.
-
-        A tick relabelled for a joiner has no window: a subscriber's first snapshot of a target
-        has none, and only joiners (whose first snapshot it is) ever get it.
-        """
+        """The latest tick labelled for ``target``; relabelled (encoded once) if need be."""
         label = target.label
         latest = self.latest.get(label)
-        if latest is not None or self._last is None:
-            return latest
-        last = self._last
-        bare = dataclasses.replace(last.snapshot, instance_id=label, window=None)
-        try:
-            payload = self._encode(bare)
-        except Exception:
-            logger.exception("encoding the first snapshot of %s failed", last.snapshot.endpoint)
-            return None
-        latest = self.latest[label] = _Tick(
-            bare, payload, self._encode, initial=last.initial, version=last.version
-        )
+        if latest is None and self._last is not None:
+            latest = self._last.relabelled(label)
+            if latest is not None:
+                self.latest[label] = latest
         return latest
 
     async def run(self) -> None:

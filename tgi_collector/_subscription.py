@@ -94,12 +94,29 @@ class _Tick:
         """
         if self._first is None and not self._first_failed:
             bare = dataclasses.replace(self.snapshot, window=None)
-            try:
-                self._first = (self._encode(bare), bare)
-            except Exception:
-                self._first_failed = True
-                logger.exception("encoding the first snapshot of %s failed", bare.endpoint)
+            payload = self._encode_first(bare)
+            self._first_failed = payload is None
+            self._first = None if payload is None else (payload, bare)
         return self._first
+
+    def relabelled(self, instance_id: str) -> _Tick | None:
+        """This tick for subscribers of another instance id of the same URL, without its window.
+
+        Only a subscriber joining under that id gets it, and its first snapshot has no window.
+        None if encoding failed (logged).
+        """
+        bare = dataclasses.replace(self.snapshot, instance_id=instance_id, window=None)
+        payload = self._encode_first(bare)
+        if payload is None:
+            return None
+        return _Tick(bare, payload, self._encode, initial=self.initial, version=self.version)
+
+    def _encode_first(self, bare: Snapshot) -> bytes | None:
+        try:
+            return self._encode(bare)
+        except Exception:
+            logger.exception("encoding the first snapshot of %s failed", bare.endpoint)
+            return None
 
 
 class _Sync(enum.Enum):
