@@ -19,7 +19,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -90,6 +90,25 @@ async def test_caches_of_urls_no_one_scrapes_any_more_do_not_pile_up(
     assert grown < 32, f"RSS grew {grown:.0f} MiB after scraping 60 distinct URLs once each"
 
 
+async def _cyclic_garbage_of(
+    action: Callable[[], Awaitable[None]], times: int
+) -> tuple[int, collections.Counter[str]]:
+    """Run ``action`` ``times`` times with the cyclic GC off: how many objects it left in
+    reference cycles, and their type names (only a full collection would have freed them)."""
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(times):
+            await action()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        found = gc.collect()
+        return found, collections.Counter(type(thing).__name__ for thing in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
 async def test_scraping_a_down_target_leaves_no_reference_cycles(unused_port: int) -> None:
     """Found by the soak: every scrape of a down target left ~30 objects in a cycle
     (ScrapeError -> traceback -> frames -> the local holding it), which serve()'s GC tuning
@@ -97,20 +116,13 @@ async def test_scraping_a_down_target_leaves_no_reference_cycles(unused_port: in
     scraper = Scraper()
     target = Target("down", f"http://127.0.0.1:{unused_port}/metrics")
     options = ScrapeOptions(fetch_info=False, include_raw_metrics=False)
+
+    async def scrape_down() -> None:
+        assert not (await scraper.scrape(target, options)).up
+
     try:
-        assert not (await scraper.scrape(target, options)).up  # warm: lazy imports, caches
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(20):
-                assert not (await scraper.scrape(target, options)).up
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            found = gc.collect()
-            kinds = collections.Counter(type(thing).__name__ for thing in gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
+        await scrape_down()  # warm: lazy imports, caches
+        found, kinds = await _cyclic_garbage_of(scrape_down, 20)
     finally:
         await scraper.aclose()
     assert found < 20, f"20 scrapes left {found} objects in cycles: {kinds.most_common(8)}"
@@ -135,18 +147,7 @@ async def test_an_ended_scrape_loop_leaves_no_reference_cycle(
 
     try:
         await subscribe_and_leave()
-        gc.collect()
-        gc.disable()
-        try:
-            for _ in range(5):
-                await subscribe_and_leave()
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            found = gc.collect()
-            kinds = collections.Counter(type(thing).__name__ for thing in gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
+        found, kinds = await _cyclic_garbage_of(subscribe_and_leave, 5)
     finally:
         await hub.aclose()
         await scraper.aclose()
