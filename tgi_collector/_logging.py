@@ -47,10 +47,9 @@ class RedactingFilter(logging.Filter):
     """Masks bearer tokens and URL passwords in a record's message (always passes the record)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        # The formatted message replaces msg and args either way, so that the formatter does
+        # not format the record a second time.
+        record.msg, record.args = _redact(record.getMessage()), None
         return True
 
 
